@@ -1,0 +1,195 @@
+/*
+ * duplex/server.h — a WebSocket + HTTP server on N event loops.
+ *
+ *   dx_server_config cfg = {.port = 8080, .static_root = "web"};
+ *   dx_server *srv = dx_server_new(&cfg);
+ *   dx_route route = {.path = "/echo", .on_message = echo};
+ *   dx_server_route(srv, &route);
+ *   dx_server_run(srv);             // until SIGINT/SIGTERM or shutdown
+ *   dx_server_free(srv);
+ *
+ * Threads: dx_server_run() runs loop 0 on the calling thread and loops
+ * 1..N-1 on threads of its own; each loop has its own SO_REUSEPORT listener
+ * and owns the connections it accepted. Handlers run on the loop that owns
+ * the connection. Every dx_conn_* function is LOOP-THREAD ONLY (call it from
+ * a handler of that connection or of another connection on the same loop).
+ * From any other thread use the THREAD-SAFE dx_server_send/close, which post
+ * to the owning loop by connection id.
+ *
+ * Defaults (the zero value of every field) are listed beside each field and
+ * in the README.
+ */
+#ifndef DUPLEX_SERVER_H
+#define DUPLEX_SERVER_H
+
+#include <duplex/common.h>
+#include <duplex/proto.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dx_server dx_server;
+typedef struct dx_conn dx_conn;
+
+/* What an accept hook sees of the upgrade request. Pointers are valid
+ * during the call only. */
+typedef struct dx_upgrade_request {
+  const char *path; /* decoded path, NUL-terminated */
+  const char *query; /* raw query without '?', NUL-terminated ("" if none) */
+  const dx_header *headers;
+  size_t num_headers;
+  const char *peer; /* "127.0.0.1" or "::1" */
+  const char *origin; /* NULL if absent */
+} dx_upgrade_request;
+
+typedef struct dx_route {
+  const char *path; /* exact path, e.g. "/echo" (copied) */
+  /* Accept hook: 0 accepts; an HTTP status (401, 403, 429 ...) rejects
+   * before the upgrade. May set *user_tag for the connection. NULL: accept. */
+  int (*on_accept)(const dx_upgrade_request *req, void *route_ud);
+  void (*on_open)(dx_conn *c, void *route_ud);
+  /* data is valid during the call only (it lies in the loop's buffer). */
+  void (*on_message)(dx_conn *c, dx_opcode op, uint8_t *data, size_t len,
+                     void *route_ud);
+  /* Called once per opened connection: code 1006 when it ended without a
+   * close frame. After it returns the connection is gone. */
+  void (*on_close)(dx_conn *c, uint16_t code, const char *reason, size_t len,
+                   void *route_ud);
+  /* The buffered amount fell below the low watermark after being above the
+   * high one (backpressure released). */
+  void (*on_drain)(dx_conn *c, void *route_ud);
+  void *ud;
+  /* Policy. */
+  const char *const *subprotocols; /* server preference order, NULL-term. */
+  /* Allowed Origin values ("https://example.com"); NULL: any. A request
+   * whose Origin is not listed gets 403 before the upgrade. Requests with
+   * no Origin (non-browser clients) are allowed. */
+  const char *const *origins;
+  bool deflate;        /* negotiate permessage-deflate */
+  size_t max_message;  /* 0: the server's max_message */
+  size_t max_connections; /* on this route; 0: unlimited. Over: 503 */
+  size_t user_size;    /* bytes of per-connection user data (dx_conn_user) */
+} dx_route;
+
+/* A log record; the server calls cfg.log for connection events. */
+typedef struct dx_log_record {
+  const char *event;  /* "open", "close", "reject", "http", "error" ... */
+  uint64_t conn;      /* connection id, 0 if none */
+  const char *peer;   /* may be NULL */
+  const char *path;   /* may be NULL */
+  int status;         /* HTTP status or 0 */
+  int code;           /* close code or 0 */
+  const char *detail; /* a reason, may be NULL */
+} dx_log_record;
+
+typedef struct dx_server_stats {
+  uint64_t connections;      /* open now (WebSocket + HTTP) */
+  uint64_t websockets;       /* open WebSocket connections now */
+  uint64_t accepted;         /* total accepted TCP connections */
+  uint64_t messages_in, messages_out;
+  uint64_t bytes_in, bytes_out;
+  uint64_t http_requests;
+  uint64_t rejected_origin, rejected_quota, rejected_auth, rejected_http;
+  uint64_t closed_slow;      /* closed for passing the output hard limit */
+  uint64_t closed_ping;      /* closed for not answering pings */
+  uint64_t closed_handshake_timeout;
+  uint64_t protocol_errors;
+} dx_server_stats;
+
+typedef struct dx_server_config {
+  const char *host;   /* NULL/"": all addresses, IPv6 + IPv4 */
+  int port;           /* 0: pick a free one (see dx_server_port) */
+  int threads;        /* 0: one per online core */
+  const char *static_root; /* NULL: no static files */
+
+  size_t max_message;      /* 0: 16 MiB (after decompression) */
+  size_t max_connections;  /* whole server; 0: unlimited. Over: 503 */
+  size_t max_per_ip;       /* WebSocket connections per client IP;
+                              0: unlimited. Over: 429 */
+
+  size_t max_header_line;  /* 0: 8 KiB, then 431 */
+  size_t max_head;         /* 0: 16 KiB, then 431 */
+  size_t max_headers;      /* 0: 100, then 431 */
+
+  unsigned handshake_timeout_ms; /* from accept to the 101; 0: 10 s */
+  unsigned ping_interval_ms;     /* 0: 25 s; (unsigned)-1: never ping */
+  unsigned pong_timeout_ms;      /* grace for the pong; 0: 20 s */
+  unsigned idle_timeout_ms;      /* no input at all; 0: off */
+  unsigned close_timeout_ms;     /* closing handshake; 0: 5 s */
+  unsigned http_idle_ms;         /* keep-alive HTTP idle; 0: 30 s */
+
+  size_t write_low;    /* drain when buffered falls below; 0: 64 KiB */
+  size_t write_high;   /* soft limit (backpressure on); 0: 256 KiB */
+  size_t write_hard;   /* close 1008 past this; 0: 1 MiB */
+  unsigned write_stall_ms; /* close 1008 when nothing drains; 0: 10 s */
+
+  uint16_t shutdown_code; /* close code on shutdown; 0: 1001 */
+  bool handle_signals;    /* SIGINT/SIGTERM → graceful shutdown */
+
+  void (*log)(void *ud, const dx_log_record *rec); /* NULL: silent */
+  void *log_ud;
+} dx_server_config;
+
+/* Creates a server (nothing is bound yet). cfg is copied. NULL on ENOMEM
+ * or a bad static_root (errno set). */
+DX_API dx_server *dx_server_new(const dx_server_config *cfg);
+
+/* Adds a WebSocket route before dx_server_start. The struct is copied;
+ * the pointers in it (subprotocols, origins, ud) must outlive the server.
+ * Returns 0, DX_EINVAL (no path, or a duplicate), DX_ESTATE (running),
+ * DX_ENOMEM. */
+DX_API int dx_server_route(dx_server *srv, const dx_route *route);
+
+/* Binds the listeners (one per loop) and prepares the loops.
+ * Returns 0 or -errno (EADDRINUSE ...). */
+DX_API int dx_server_start(dx_server *srv);
+
+/* The bound port (after dx_server_start). */
+DX_API int dx_server_port(const dx_server *srv);
+
+/* Runs the loops until shutdown completes (starts first if needed).
+ * Returns 0 after a graceful shutdown, or -errno. */
+DX_API int dx_server_run(dx_server *srv);
+
+/* Begins a graceful shutdown: stop accepting, close every WebSocket with
+ * the shutdown code, wait for the closing handshakes up to timeout_ms
+ * (0: close_timeout_ms), then dx_server_run returns. THREAD-SAFE and
+ * async-signal-safe. */
+DX_API void dx_server_shutdown(dx_server *srv, unsigned timeout_ms);
+
+/* Frees a stopped server. dx_server_free(NULL) does nothing. */
+DX_API void dx_server_free(dx_server *srv);
+
+/* A snapshot of the counters (summed over loops). THREAD-SAFE. */
+DX_API void dx_server_stats_get(const dx_server *srv, dx_server_stats *out);
+
+/* THREAD-SAFE: sends a message to connection id (copied, posted to its
+ * loop). Returns 0, DX_ENOMEM, DX_EINVAL (bad id). A connection that is gone
+ * by the time the work runs is skipped silently. */
+DX_API int dx_server_send(dx_server *srv, uint64_t id, dx_opcode op,
+                          const void *data, size_t len);
+/* THREAD-SAFE: starts closing connection id. */
+DX_API int dx_server_close(dx_server *srv, uint64_t id, uint16_t code,
+                           const char *reason);
+
+/* ---- connections (loop-thread only) -------------------------------------- */
+
+/* Queues a message; written at the end of the loop iteration.
+ * Returns 0, DX_ECLOSED, DX_EUTF8 (invalid text), DX_ENOMEM. */
+DX_API int dx_conn_send(dx_conn *c, dx_opcode op, const void *data,
+                        size_t len);
+DX_API int dx_conn_ping(dx_conn *c, const void *data, size_t len);
+/* Starts the closing handshake (code 0: no code). */
+DX_API int dx_conn_close(dx_conn *c, uint16_t code, const char *reason);
+DX_API size_t dx_conn_buffered(const dx_conn *c);
+DX_API void *dx_conn_user(dx_conn *c);
+DX_API uint64_t dx_conn_id(const dx_conn *c);
+DX_API const char *dx_conn_peer(const dx_conn *c); /* "127.0.0.1" */
+DX_API const char *dx_conn_subprotocol(const dx_conn *c); /* or NULL */
+DX_API dx_server *dx_conn_server(const dx_conn *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
