@@ -345,8 +345,8 @@ typedef struct dx_ws_accept_policy {
   /* NULL-terminated list in the server's order of preference; the first one
    * the client also offered is chosen. NULL: none. */
   const char *const *subprotocols;
-  /* Fail with 400 when the client offers subprotocols and none matches
-   * (default: accept without a subprotocol, as RFC 6455 allows). */
+  /* Fail with 400 when no subprotocol is agreed (none offered, or none
+   * matches); default: accept without one, as RFC 6455 allows. */
   bool require_subprotocol;
   /* permessage-deflate limits the server accepts (enabled == false: never
    * negotiate). server_no_context_takeover/client_no_context_takeover true
@@ -375,7 +375,8 @@ typedef struct dx_ws_handshake {
  * 426 with "Sec-WebSocket-Version: 13" for another version) and moves the
  * engine to CLOSED: flush the output, then close the connection.
  * Returns 0; DX_EHANDSHAKE (details in *out); DX_ESTATE when not a
- * CONNECTING server engine; DX_ENOMEM. out may be NULL.
+ * CONNECTING server engine; DX_EINVAL for malformed policy extra_headers;
+ * DX_ENOMEM. out may be NULL.
  */
 DX_API int dx_ws_server_handshake(dx_ws *ws, const dx_http_request *req,
                                   const dx_ws_accept_policy *policy,
