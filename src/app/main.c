@@ -1,0 +1,37 @@
+/* duplex — the command-line tool: subcommand dispatch. */
+#include "app.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+  fputs("usage: duplex <command> [options]\n"
+        "\n"
+        "commands:\n"
+        "  serve     serve static files and WebSocket endpoints on one port\n"
+        "  version   print the version\n"
+        "\n"
+        "Run 'duplex <command> --help' for a command's options.\n",
+        f);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "serve") == 0) return app_serve(argc - 1, argv + 1);
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("duplex %s\n", DX_VERSION_STRING);
+    return 0;
+  }
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
+      strcmp(cmd, "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "duplex: unknown command '%s'\n", cmd);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,782 @@
+/*
+ * Connections: reading into the loop's buffer, the HTTP phase (static files,
+ * errors, the upgrade), the WebSocket phase, batched writes, coarse
+ * timeouts, and closing.
+ *
+ * Writes are batched: handlers queue output and mark the connection dirty;
+ * the loop's flush hook then makes one write per connection per iteration
+ * (redis and uSockets do the same: a syscall per batch, not per message).
+ */
+#include "server/internal.h"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <duplex/http.h>
+
+#define PARTIAL_HEAD_MIN 1024
+
+uint32_t dx__sl_now(const dx__sloop *sl) {
+  /* +1 so that 0 can mean "unset" in the t_* fields. */
+  return (uint32_t)(dx_loop_now(sl->loop) - sl->t0) + 1;
+}
+
+static const dx_server_config *cfg_of(const dx_conn *c) {
+  return &c->sl->srv->cfg;
+}
+
+void dx__conn_mark_dirty(dx_conn *c) {
+  if (c->dirty || c->dead) return;
+  c->dirty = true;
+  c->dirty_next = c->sl->dirty;
+  c->sl->dirty = c;
+}
+
+/* ---- lifetime ---------------------------------------------------------------
+ */
+
+static void conn_free(void *arg) {
+  free(arg);
+}
+
+static void release_head(dx_conn *c) {
+  free(c->head);
+  c->head = NULL;
+  c->head_len = c->head_cap = 0;
+}
+
+void dx__conn_destroy(dx_conn *c) {
+  if (c->dead) return;
+  dx__sloop *sl = c->sl;
+  dx_server *srv = sl->srv;
+  c->dead = true;
+  if (c->opened) {
+    c->opened = false;
+    uint16_t code = c->close_code ? c->close_code : DX_CLOSE_ABNORMAL;
+    if (c->route->r.on_close)
+      c->route->r.on_close(c, code, NULL, 0, c->route->r.ud);
+    dx__log(srv, "close", c, c->route->path, 0, code, NULL);
+  }
+  if (c->ws) {
+    atomic_fetch_sub(&c->route->count, 1);
+    atomic_fetch_sub(&srv->websockets, 1);
+    DX__DEC(sl, websockets);
+  }
+  if (c->counted_ip) dx__ip_release(srv, c);
+  dx_io_stop(&c->io);
+  close(c->io.fd);
+  if (c->file_fd >= 0) close(c->file_fd);
+  c->file_fd = -1;
+  dx_ws_free(c->ws);
+  c->ws = NULL;
+  release_head(c);
+  if (c->out) free(c->out);
+  c->out = NULL;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    sl->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  sl->nconns--;
+  DX__DEC(sl, connections);
+  dx__sl_unregister(sl, c);
+  /* Freed after the iteration: the dirty list or an epoll batch may still
+   * point at it (libuv/uSockets: close completes on the next turn). */
+  if (dx_loop_defer(sl->loop, conn_free, c)) conn_free(c);
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void set_peer(dx_conn *c, const struct sockaddr_storage *ss) {
+  memset(c->addr, 0, 16);
+  if (ss->ss_family == AF_INET) {
+    /* Store IPv4 as IPv4-mapped IPv6 so quotas see one address space. */
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+    c->addr[10] = c->addr[11] = 0xff;
+    memcpy(c->addr + 12, &s4->sin_addr, 4);
+  } else {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    memcpy(c->addr, &s6->sin6_addr, 16);
+  }
+  c->family = (uint8_t)ss->ss_family;
+}
+
+const char *dx_conn_peer(const dx_conn *c) {
+  static _Thread_local char buf[INET6_ADDRSTRLEN];
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (memcmp(c->addr, mapped, 12) == 0)
+    inet_ntop(AF_INET, c->addr + 12, buf, sizeof buf);
+  else
+    inet_ntop(AF_INET6, c->addr, buf, sizeof buf);
+  return buf;
+}
+
+void *dx_conn_user(dx_conn *c) {
+  return c->user;
+}
+uint64_t dx_conn_id(const dx_conn *c) {
+  return c->id;
+}
+dx_server *dx_conn_server(const dx_conn *c) {
+  return c->sl->srv;
+}
+size_t dx_conn_buffered(const dx_conn *c) {
+  return c->ws ? dx_ws_buffered(c->ws) : c->out_len - c->out_off;
+}
+
+/* ---- HTTP responses --------------------------------------------------------
+ */
+
+static int queue_out(dx_conn *c, const char *p, size_t n) {
+  uint8_t *o = realloc(c->out, c->out_len + n);
+  if (!o) return DX_ENOMEM;
+  memcpy(o + c->out_len, p, n);
+  c->out = o;
+  c->out_len += (uint32_t)n;
+  c->phase = DX__RESPOND;
+  dx__conn_mark_dirty(c);
+  return 0;
+}
+
+/* A complete small response; keep_alive false closes after it. */
+static void respond(dx_conn *c, int status, const char *extra, const char *body,
+                    bool keep_alive) {
+  char buf[2048];
+  size_t blen = body ? strlen(body) : 0;
+  int n = snprintf(buf, sizeof buf,
+                   "HTTP/1.1 %d %s\r\nServer: duplex\r\n"
+                   "Content-Type: text/plain; charset=utf-8\r\n"
+                   "Content-Length: %zu\r\nConnection: %s\r\n%s\r\n%s",
+                   status, dx_http_status_text(status), blen,
+                   keep_alive ? "keep-alive" : "close", extra ? extra : "",
+                   body ? body : "");
+  if (n < 0 || (size_t)n >= sizeof buf) n = 0;
+  c->keep_alive = keep_alive;
+  if (queue_out(c, buf, (size_t)n)) dx__conn_destroy(c);
+}
+
+static void reject(dx_conn *c, int status, const char *path, const char *detail,
+                   const char *extra) {
+  dx__log(c->sl->srv, "reject", c, path, status, 0, detail);
+  char body[256];
+  snprintf(body, sizeof body, "%d %s: %s\n", status,
+           dx_http_status_text(status), detail);
+  respond(c, status, extra, body, false);
+}
+
+/* ---- the upgrade ------------------------------------------------------------
+ */
+
+static bool origin_allowed(const dx__route *r, const dx_header *h) {
+  if (!r->r.origins || !h) return true;
+  for (const char *const *o = r->r.origins; *o; o++)
+    if (strlen(*o) == h->value_len &&
+        strncasecmp(*o, h->value, h->value_len) == 0)
+      return true;
+  return false;
+}
+
+static void feed_ws(dx_conn *c, uint8_t *p, size_t n);
+
+typedef struct req_ctx {
+  const dx_http_request *req;
+  dx_http_info info;
+  char path[2048]; /* decoded, cleaned */
+  char query[2048];
+} req_ctx;
+
+static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
+                    size_t rest_len) {
+  const dx_http_request *req = rq->req;
+  dx_server *srv = c->sl->srv;
+  const dx_header *origin =
+      dx_http_header(req->headers, req->num_headers, "Origin");
+  if (!origin_allowed(r, origin)) {
+    DX__INC(c->sl, rejected_origin, 1);
+    char d[160];
+    snprintf(d, sizeof d, "origin %.*s not allowed",
+             origin ? (int)(origin->value_len > 100 ? 100 : origin->value_len)
+                    : 0,
+             origin ? origin->value : "");
+    return reject(c, 403, r->path, d, NULL);
+  }
+  if ((srv->cfg.max_connections &&
+       atomic_load(&srv->websockets) >= srv->cfg.max_connections) ||
+      (r->r.max_connections &&
+       atomic_load(&r->count) >= r->r.max_connections)) {
+    DX__INC(c->sl, rejected_quota, 1);
+    return reject(c, 503, r->path, "connection limit reached",
+                  "Retry-After: 5\r\n");
+  }
+  if (!dx__ip_acquire(srv, c)) {
+    DX__INC(c->sl, rejected_quota, 1);
+    return reject(c, 429, r->path, "too many connections from this address",
+                  "Retry-After: 5\r\n");
+  }
+  c->counted_ip = srv->cfg.max_per_ip != 0;
+  if (r->r.on_accept) {
+    dx_upgrade_request ur = {.path = rq->path,
+                             .query = rq->query,
+                             .headers = req->headers,
+                             .num_headers = req->num_headers,
+                             .peer = dx_conn_peer(c)};
+    char ob[512] = "";
+    if (origin) {
+      snprintf(ob, sizeof ob, "%.*s", (int)origin->value_len, origin->value);
+      ur.origin = ob;
+    }
+    int st = r->r.on_accept(&ur, r->r.ud);
+    if (st) {
+      DX__INC(c->sl, rejected_auth, 1);
+      return reject(c, st >= 400 && st < 600 ? st : 403, r->path,
+                    "rejected by the endpoint", NULL);
+    }
+  }
+  r->ws_cfg.alloc = c->sl->alloc; /* same pool for every engine of a loop */
+  c->ws = dx_ws_new(&r->ws_cfg);
+  if (!c->ws) return dx__conn_destroy(c);
+  c->route = r;
+  atomic_fetch_add(&r->count, 1);
+  atomic_fetch_add(&srv->websockets, 1);
+  DX__INC(c->sl, websockets, 1);
+  dx_ws_handshake hs;
+  if (dx_ws_server_handshake(c->ws, req, &r->policy, &hs) != 0) {
+    DX__INC(c->sl, rejected_http, 1);
+    dx__log(srv, "reject", c, r->path, hs.status, 0, hs.reason);
+    c->phase = DX__WS; /* the engine holds the error response; then close */
+    dx__conn_mark_dirty(c);
+    return;
+  }
+  c->phase = DX__WS;
+  c->opened = true;
+  c->subprotocol = hs.subprotocol;
+  uint32_t now = dx__sl_now(c->sl);
+  c->t_last_in = now;
+  c->t_next_ping = now + cfg_of(c)->ping_interval_ms;
+  dx__conn_mark_dirty(c);
+  dx__log(srv, "open", c, r->path, 101, 0, hs.subprotocol);
+  if (r->r.on_open) r->r.on_open(c, r->r.ud);
+  if (!c->dead && rest_len) feed_ws(c, rest, rest_len);
+}
+
+/* ---- the HTTP phase ---------------------------------------------------------
+ */
+
+static dx__route *find_route(dx_server *srv, const char *path) {
+  for (size_t i = 0; i < srv->nroutes; i++)
+    if (strcmp(srv->routes[i].path, path) == 0) return &srv->routes[i];
+  return NULL;
+}
+
+static void serve_file(dx_conn *c, const req_ctx *rq) {
+  static _Thread_local dx_static_result res;
+  dx_static_serve(c->sl->srv->static_files, rq->req, NULL, 0, &res);
+  c->keep_alive = res.keep_alive;
+  if (queue_out(c, res.head, res.head_len)) {
+    dx_static_result_close(&res);
+    return dx__conn_destroy(c);
+  }
+  c->file_fd = res.fd;
+  c->file_off = res.offset;
+  c->file_left = res.fd >= 0 ? res.length : 0;
+  res.fd = -1;
+  dx_static_result_close(&res);
+  dx__log(c->sl->srv, "http", c, rq->path, res.status, 0, NULL);
+}
+
+/* Handles one parsed request head; rest is what followed it. */
+static void handle_request(dx_conn *c, const dx_http_request *req,
+                           uint8_t *rest, size_t rest_len) {
+  dx_server *srv = c->sl->srv;
+  DX__INC(c->sl, http_requests, 1);
+  static _Thread_local req_ctx rq;
+  rq.req = req;
+  if (dx_http_request_check(req, &rq.info)) {
+    DX__INC(c->sl, rejected_http, 1);
+    return reject(c, rq.info.status, NULL, rq.info.reason, NULL);
+  }
+  const dx_http_target *t = &rq.info.target;
+  int pl = dx_http_path_clean(t->path, t->path_len, rq.path, sizeof rq.path);
+  if (pl < 0 || t->query_len >= sizeof rq.query) {
+    DX__INC(c->sl, rejected_http, 1);
+    return reject(c, pl == DX_ENOSPC || pl >= 0 ? 414 : 400, NULL,
+                  "bad request target", NULL);
+  }
+  memcpy(rq.query, t->query ? t->query : "", t->query_len);
+  rq.query[t->query_len] = 0;
+  dx__route *r = find_route(srv, rq.path);
+  if (r && rq.info.is_upgrade) return upgrade(c, r, &rq, rest, rest_len);
+  bool keep = rq.info.keep_alive;
+  if (rq.info.content_length || rq.info.chunked) {
+    /* No endpoint here takes a request body yet. */
+    return reject(c, 413, rq.path, "request bodies are not accepted", NULL);
+  }
+  if (r) {
+    /* RFC 6455 4.2.2: tell a plain HTTP client how to get the upgrade. */
+    respond(c, 426,
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Version: 13\r\n",
+            "426 Upgrade Required: this is a WebSocket endpoint\n", keep);
+  } else if (srv->static_files) {
+    serve_file(c, &rq);
+  } else {
+    respond(c, 404, NULL, "404 Not Found\n", keep);
+  }
+  /* Pipelined bytes wait until this response is written. */
+  if (!c->dead && rest_len) {
+    uint8_t *h = malloc(rest_len);
+    if (!h) return dx__conn_destroy(c);
+    memcpy(h, rest, rest_len);
+    c->head = h;
+    c->head_len = c->head_cap = (uint32_t)rest_len;
+  }
+}
+
+static int parse_status(int rc) {
+  return rc == DX_EHTTP ? 400 : 431;
+}
+
+/* Parses what is buffered (in p/n); keeps a partial head. */
+static void feed_http(dx_conn *c, uint8_t *p, size_t n) {
+  const dx_server_config *cfg = cfg_of(c);
+  dx_header hdrs[256];
+  size_t cap = cfg->max_headers < 256 ? cfg->max_headers : 256;
+  dx_http_request req = {.headers = hdrs, .num_headers = cap};
+  dx_http_limits lim = {.max_line = cfg->max_header_line,
+                        .max_head = cfg->max_head};
+  int rc = dx_http_parse_request((const char *)p, n, &req, &lim);
+  if (rc == DX_EAGAIN) {
+    if (p == c->head) return;
+    uint8_t *h = malloc(n > PARTIAL_HEAD_MIN ? n : PARTIAL_HEAD_MIN);
+    if (!h) return dx__conn_destroy(c);
+    memcpy(h, p, n);
+    c->head = h;
+    c->head_len = (uint32_t)n;
+    c->head_cap = n > PARTIAL_HEAD_MIN ? (uint32_t)n : PARTIAL_HEAD_MIN;
+    return;
+  }
+  if (rc < 0) {
+    DX__INC(c->sl, rejected_http, 1);
+    int st = parse_status(rc);
+    return reject(c, st, NULL,
+                  st == 431 ? "request header fields too large"
+                            : "malformed request",
+                  NULL);
+  }
+  uint8_t *owned = p == c->head ? c->head : NULL;
+  if (owned) {
+    c->head = NULL;
+    c->head_len = c->head_cap = 0;
+  }
+  handle_request(c, &req, p + rc, n - (size_t)rc);
+  free(owned);
+}
+
+static void on_http_data(dx_conn *c, uint8_t *p, size_t n) {
+  if (c->phase == DX__RESPOND || c->head) {
+    /* Append to the partial head (or pipelined bytes held during a
+     * response), bounded by the head limit. */
+    size_t max = cfg_of(c)->max_head + 4096;
+    if (c->head_len + n > max) {
+      if (c->phase == DX__RESPOND) {
+        c->read_paused = true; /* resumes when the response is written */
+        return;
+      }
+      DX__INC(c->sl, rejected_http, 1);
+      return reject(c, 431, NULL, "request header fields too large", NULL);
+    }
+    if (c->head_len + n > c->head_cap) {
+      size_t ncap = c->head_cap ? c->head_cap : PARTIAL_HEAD_MIN;
+      while (ncap < c->head_len + n)
+        ncap *= 2;
+      uint8_t *h = realloc(c->head, ncap);
+      if (!h) return dx__conn_destroy(c);
+      c->head = h;
+      c->head_cap = (uint32_t)ncap;
+    }
+    memcpy(c->head + c->head_len, p, n);
+    c->head_len += (uint32_t)n;
+    if (c->phase == DX__RESPOND) return;
+    return feed_http(c, c->head, c->head_len);
+  }
+  feed_http(c, p, n);
+}
+
+/* ---- the WebSocket phase
+ * ------------------------------------------------------- */
+
+static void ws_event(dx_conn *c, const dx_ws_event *ev) {
+  dx__route *r = c->route;
+  switch (ev->type) {
+  case DX_EV_TEXT:
+  case DX_EV_BINARY:
+    DX__INC(c->sl, messages_in, 1);
+    if (r->r.on_message)
+      r->r.on_message(c, ev->type == DX_EV_TEXT ? DX_OP_TEXT : DX_OP_BINARY,
+                      ev->data, ev->len, r->r.ud);
+    break;
+  case DX_EV_PONG:
+    c->pinging = false;
+    break;
+  case DX_EV_PING:
+    break; /* the engine queued the pong */
+  case DX_EV_CLOSE:
+    c->close_code = ev->close_code;
+    if (c->opened && r->r.on_close) {
+      c->opened = false;
+      r->r.on_close(c, ev->close_code, (const char *)ev->data, ev->len,
+                    r->r.ud);
+      dx__log(c->sl->srv, "close", c, r->path, 0, ev->close_code, "by peer");
+    }
+    break;
+  }
+}
+
+static void feed_ws(dx_conn *c, uint8_t *p, size_t n) {
+  dx_ws *ws = c->ws;
+  c->t_last_in = dx__sl_now(c->sl);
+  dx_ws_feed(ws, p, n);
+  dx_ws_event ev;
+  int rc;
+  while ((rc = dx_ws_next(ws, &ev)) == 1) {
+    ws_event(c, &ev);
+    if (c->dead) return;
+  }
+  if (rc != DX_EAGAIN) {
+    DX__INC(c->sl, protocol_errors, 1);
+    c->close_code = dx_ws_error_close_code(rc);
+    dx__log(c->sl->srv, "error", c, c->route->path, 0, c->close_code,
+            dx_strerror(rc));
+  }
+  if (dx_ws_buffered(ws) || dx_ws_state(ws) == DX_CLOSED)
+    dx__conn_mark_dirty(c);
+}
+
+/* ---- reading
+ * ------------------------------------------------------------------ */
+
+static void start_linger(dx_conn *c);
+
+static void on_readable(dx_conn *c) {
+  size_t cap;
+  uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
+  for (;;) {
+    if (c->dead || c->read_paused) return;
+    ssize_t n = read(c->io.fd, buf, cap);
+    if (n > 0) {
+      DX__INC(c->sl, bytes_in, (uint64_t)n);
+      if (c->phase == DX__WS)
+        feed_ws(c, buf, (size_t)n);
+      else if (c->phase == DX__LINGER)
+        continue; /* discard until EOF */
+      else
+        on_http_data(c, buf, (size_t)n);
+      if ((size_t)n < cap) return; /* drained; epoll (ET) will tell us */
+      continue;
+    }
+    if (n == 0) {
+      /* EOF: the peer is gone or finished its half. */
+      return dx__conn_destroy(c);
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) dx__conn_destroy(c);
+    return;
+  }
+}
+
+/* ---- writing
+ * ------------------------------------------------------------------- */
+
+static void start_linger(dx_conn *c) {
+  /* Half-close and keep reading until EOF, so unread input does not turn
+   * our close into a RST that could destroy the close frame in flight. */
+  if (c->phase == DX__LINGER) return;
+  c->phase = DX__LINGER;
+  c->t_close = dx__sl_now(c->sl);
+  shutdown(c->io.fd, SHUT_WR);
+}
+
+static int write_ws(dx_conn *c) {
+  const uint8_t *p;
+  size_t n;
+  while ((n = dx_ws_output(c->ws, &p)) > 0) {
+    ssize_t k = write(c->io.fd, p, n);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN ? 0 : -1;
+    }
+    DX__INC(c->sl, bytes_out, (uint64_t)k);
+    dx_ws_consume(c->ws, (size_t)k);
+    if ((size_t)k < n) return 0;
+  }
+  return 0;
+}
+
+static void after_ws_write(dx_conn *c) {
+  const dx_server_config *cfg = cfg_of(c);
+  size_t b = dx_ws_buffered(c->ws);
+  if (b > cfg->write_hard) {
+    /* A consumer this slow would grow memory without bound: drop it.
+     * Reported as 1008 (policy), since a close frame queued behind a
+     * megabyte the peer is not reading would never arrive. */
+    DX__INC(c->sl, closed_slow, 1);
+    c->close_code = DX_CLOSE_POLICY;
+    dx__log(c->sl->srv, "slow", c, c->route->path, 0, 1008,
+            "output hard limit exceeded");
+    return dx__conn_destroy(c);
+  }
+  if (b > cfg->write_high) c->high = true;
+  if (b == 0)
+    c->t_stall = 0;
+  else if (!c->t_stall)
+    c->t_stall = dx__sl_now(c->sl);
+  if (c->high && b <= cfg->write_low) {
+    c->high = false;
+    if (c->route->r.on_drain) c->route->r.on_drain(c, c->route->r.ud);
+    if (c->dead) return;
+  }
+  if (b == 0 && dx_ws_state(c->ws) == DX_CLOSED) start_linger(c);
+}
+
+static void response_done(dx_conn *c) {
+  c->t_stall = 0;
+  free(c->out);
+  c->out = NULL;
+  c->out_len = c->out_off = 0;
+  if (!c->keep_alive) return start_linger(c);
+  c->phase = DX__HTTP;
+  c->t_start = dx__sl_now(c->sl);
+  c->first_request = false;
+  if (c->head) {
+    /* Pipelined requests that arrived during the response. */
+    uint8_t *h = c->head;
+    size_t n = c->head_len;
+    c->head = NULL;
+    c->head_len = c->head_cap = 0;
+    on_http_data(c, h, n);
+    free(h);
+  }
+  if (!c->dead && c->read_paused) {
+    c->read_paused = false;
+    on_readable(c);
+  }
+}
+
+static int write_http(dx_conn *c) {
+  while (c->out_off < c->out_len) {
+    ssize_t k = write(c->io.fd, c->out + c->out_off, c->out_len - c->out_off);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN ? 0 : -1;
+    }
+    DX__INC(c->sl, bytes_out, (uint64_t)k);
+    c->out_off += (uint32_t)k;
+  }
+  while (c->file_left) {
+    off_t off = (off_t)c->file_off;
+    size_t chunk = c->file_left > (1u << 30) ? (1u << 30) : c->file_left;
+    ssize_t k = sendfile(c->io.fd, c->file_fd, &off, chunk);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN ? 0 : -1;
+    }
+    if (k == 0) return -1; /* the file shrank under us */
+    DX__INC(c->sl, bytes_out, (uint64_t)k);
+    c->file_off = (uint64_t)off;
+    c->file_left -= (uint64_t)k;
+  }
+  if (c->file_fd >= 0) {
+    close(c->file_fd);
+    c->file_fd = -1;
+  }
+  response_done(c);
+  return 0;
+}
+
+static void flush_conn(dx_conn *c) {
+  if (c->dead) return;
+  if (c->phase == DX__WS) {
+    if (write_ws(c) < 0) return dx__conn_destroy(c);
+    return after_ws_write(c);
+  }
+  if (c->phase == DX__RESPOND && write_http(c) < 0) dx__conn_destroy(c);
+}
+
+void dx__conn_flush_all(void *arg) {
+  dx__sloop *sl = arg;
+  while (sl->dirty) {
+    dx_conn *c = sl->dirty;
+    sl->dirty = c->dirty_next;
+    c->dirty = false;
+    flush_conn(c);
+  }
+}
+
+static void on_io(dx_io *io, unsigned events) {
+  dx_conn *c = (dx_conn *)io;
+  if (events & (DX_IO_READ | DX_IO_HUP | DX_IO_ERROR)) on_readable(c);
+  if (!c->dead && (events & DX_IO_WRITE) &&
+      (c->phase == DX__RESPOND || (c->ws && dx_ws_buffered(c->ws))))
+    dx__conn_mark_dirty(c);
+}
+
+/* ---- accept
+ * ---------------------------------------------------------------------- */
+
+void dx__conn_accept(dx__sloop *sl, int fd, const struct sockaddr_storage *ss) {
+  size_t usz = 0;
+  for (size_t i = 0; i < sl->srv->nroutes; i++)
+    if (sl->srv->routes[i].r.user_size > usz)
+      usz = sl->srv->routes[i].r.user_size;
+  dx_conn *c = calloc(1, sizeof *c + usz);
+  if (!c) {
+    close(fd);
+    return;
+  }
+  /* TCP_NODELAY is inherited from the listener (net/tcp.c). */
+  c->sl = sl;
+  c->file_fd = -1;
+  c->first_request = true;
+  set_peer(c, ss);
+  if (dx__sl_register(sl, c)) {
+    close(fd);
+    free(c);
+    return;
+  }
+  if (dx_io_start(sl->loop, &c->io, fd, DX_IO_READ | DX_IO_WRITE, on_io)) {
+    dx__sl_unregister(sl, c);
+    close(fd);
+    free(c);
+    return;
+  }
+  c->t_start = dx__sl_now(sl);
+  c->next = sl->conns;
+  if (sl->conns) sl->conns->prev = c;
+  sl->conns = c;
+  sl->nconns++;
+  DX__INC(sl, connections, 1);
+  DX__INC(sl, accepted, 1);
+  if (sl->stopping) return dx__conn_destroy(c);
+  /* Data often arrives with the connection (TCP_DEFER_ACCEPT-like): try
+   * now rather than waiting for another epoll round. */
+  on_readable(c);
+}
+
+/* ---- public connection calls
+ * ---------------------------------------------------- */
+
+int dx_conn_send(dx_conn *c, dx_opcode op, const void *data, size_t len) {
+  if (c->dead || !c->ws) return DX_ECLOSED;
+  int rc = dx_ws_send(c->ws, op, data, len);
+  if (rc) return rc;
+  DX__INC(c->sl, messages_out, 1);
+  dx__conn_mark_dirty(c);
+  return 0;
+}
+
+int dx_conn_ping(dx_conn *c, const void *data, size_t len) {
+  if (c->dead || !c->ws) return DX_ECLOSED;
+  int rc = dx_ws_ping(c->ws, data, len);
+  if (!rc) dx__conn_mark_dirty(c);
+  return rc;
+}
+
+int dx_conn_close(dx_conn *c, uint16_t code, const char *reason) {
+  if (c->dead || !c->ws) return DX_ECLOSED;
+  int rc = dx_ws_close(c->ws, code, reason, reason ? strlen(reason) : 0);
+  if (rc) return rc;
+  if (!c->t_close) c->t_close = dx__sl_now(c->sl);
+  if (!c->close_code) c->close_code = code;
+  dx__conn_mark_dirty(c);
+  return 0;
+}
+
+const char *dx_conn_subprotocol(const dx_conn *c) {
+  return c->subprotocol;
+}
+
+/* ---- timeouts
+ * ---------------------------------------------------------------------- */
+
+static bool expired(uint32_t now, uint32_t since, unsigned ms) {
+  return since && now - since >= ms;
+}
+
+static void sweep_ws(dx_conn *c, uint32_t now, const dx_server_config *cfg) {
+  if (c->t_close && expired(now, c->t_close, cfg->close_timeout_ms))
+    return dx__conn_destroy(c);
+  if (c->t_stall && expired(now, c->t_stall, cfg->write_stall_ms)) {
+    DX__INC(c->sl, closed_slow, 1);
+    c->close_code = DX_CLOSE_POLICY;
+    return dx__conn_destroy(c);
+  }
+  if (dx_ws_state(c->ws) != DX_OPEN) return;
+  if (c->pinging && expired(now, c->t_ping, cfg->pong_timeout_ms)) {
+    /* A peer that cannot answer a ping in time is presumed dead. */
+    DX__INC(c->sl, closed_ping, 1);
+    dx__log(c->sl->srv, "timeout", c, c->route->path, 0, 1006, "no pong");
+    return dx__conn_destroy(c);
+  }
+  if (cfg->ping_interval_ms != (unsigned)-1 && !c->pinging &&
+      now >= c->t_next_ping) {
+    c->pinging = true;
+    c->t_ping = now;
+    c->t_next_ping = now + cfg->ping_interval_ms;
+    dx_conn_ping(c, NULL, 0);
+  }
+  if (cfg->idle_timeout_ms && expired(now, c->t_last_in, cfg->idle_timeout_ms))
+    dx_conn_close(c, DX_CLOSE_GOING_AWAY, "idle timeout");
+}
+
+void dx__conn_sweep(dx__sloop *sl) {
+  const dx_server_config *cfg = &sl->srv->cfg;
+  uint32_t now = dx__sl_now(sl);
+  dx_conn *next;
+  for (dx_conn *c = sl->conns; c; c = next) {
+    next = c->next;
+    switch (c->phase) {
+    case DX__HTTP:
+      /* An absolute deadline from accept: trickled bytes do not extend it
+       * (slowloris). Later keep-alive requests get the idle timeout. */
+      if (c->first_request ? expired(now, c->t_start, cfg->handshake_timeout_ms)
+                           : expired(now, c->t_start, cfg->http_idle_ms)) {
+        if (c->first_request) {
+          DX__INC(sl, closed_handshake_timeout, 1);
+          dx__log(sl->srv, "timeout", c, NULL, 408, 0, "handshake timeout");
+        }
+        dx__conn_destroy(c);
+      }
+      break;
+    case DX__RESPOND:
+      if (!c->t_stall) c->t_stall = now;
+      if (expired(now, c->t_stall, cfg->write_stall_ms)) dx__conn_destroy(c);
+      break;
+    case DX__WS:
+      sweep_ws(c, now, cfg);
+      break;
+    case DX__LINGER:
+      if (expired(now, c->t_close, cfg->close_timeout_ms)) dx__conn_destroy(c);
+      break;
+    }
+  }
+}
+
+void dx__conn_shutdown_all(dx__sloop *sl) {
+  const dx_server_config *cfg = &sl->srv->cfg;
+  bool final = sl->stopping && dx_loop_now(sl->loop) >= sl->stop_deadline;
+  dx_conn *next;
+  for (dx_conn *c = sl->conns; c; c = next) {
+    next = c->next;
+    if (final || c->phase != DX__WS) {
+      dx__conn_destroy(c);
+      continue;
+    }
+    dx_conn_close(c, cfg->shutdown_code, "server shutting down");
+  }
+}
