@@ -124,6 +124,11 @@ typedef struct dx_server_config {
   size_t write_hard;   /* close 1008 past this; 0: 1 MiB */
   unsigned write_stall_ms; /* close 1008 when nothing drains; 0: 10 s */
 
+  /* Memory all permessage-deflate streams may claim, counted at the worst
+   * case per connection (about 300 KiB with 15-bit windows); past it, new
+   * connections are accepted without compression. 0: 256 MiB. */
+  size_t deflate_budget;
+
   uint16_t shutdown_code; /* close code on shutdown; 0: 1001 */
   bool handle_signals;    /* SIGINT/SIGTERM → graceful shutdown */
 

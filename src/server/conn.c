@@ -38,6 +38,8 @@ void dx__conn_mark_dirty(dx_conn *c) {
   c->sl->dirty = c;
 }
 
+static void release_deflate(dx_conn *c);
+
 /* ---- lifetime ---------------------------------------------------------------
  */
 
@@ -69,6 +71,7 @@ void dx__conn_destroy(dx_conn *c) {
     DX__DEC(sl, websockets);
   }
   if (c->counted_ip) dx__ip_release(srv, c);
+  if (c->deflate_charged) release_deflate(c);
   dx_io_stop(&c->io);
   close(c->io.fd);
   if (c->file_fd >= 0) close(c->file_fd);
@@ -184,6 +187,27 @@ static bool origin_allowed(const dx__route *r, const dx_header *h) {
 
 static void feed_ws(dx_conn *c, uint8_t *p, size_t n);
 
+/* Worst-case zlib memory of one connection: deflate (windowBits 15,
+ * memLevel 8) is 2^17 + 2^17 bytes plus its state, inflate a 32 KiB window
+ * plus ~7 KiB (zlib's documented formulas). */
+#define DEFLATE_COST ((size_t)300 << 10)
+
+static bool charge_deflate(dx_conn *c) {
+  dx_server *srv = c->sl->srv;
+  size_t used = atomic_fetch_add(&srv->deflate_used, DEFLATE_COST);
+  if (used + DEFLATE_COST > srv->cfg.deflate_budget) {
+    atomic_fetch_sub(&srv->deflate_used, DEFLATE_COST);
+    return false;
+  }
+  c->deflate_charged = true;
+  return true;
+}
+
+static void release_deflate(dx_conn *c) {
+  atomic_fetch_sub(&c->sl->srv->deflate_used, DEFLATE_COST);
+  c->deflate_charged = false;
+}
+
 typedef struct req_ctx {
   const dx_http_request *req;
   dx_http_info info;
@@ -245,8 +269,13 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
   atomic_fetch_add(&r->count, 1);
   atomic_fetch_add(&srv->websockets, 1);
   DX__INC(c->sl, websockets, 1);
+  dx_ws_accept_policy policy = r->policy;
+  if (policy.deflate.enabled && !charge_deflate(c))
+    policy.deflate.enabled = false;
   dx_ws_handshake hs;
-  if (dx_ws_server_handshake(c->ws, req, &r->policy, &hs) != 0) {
+  int hrc = dx_ws_server_handshake(c->ws, req, &policy, &hs);
+  if (c->deflate_charged && (hrc || !hs.pmd.enabled)) release_deflate(c);
+  if (hrc != 0) {
     DX__INC(c->sl, rejected_http, 1);
     dx__log(srv, "reject", c, r->path, hs.status, 0, hs.reason);
     c->phase = DX__WS; /* the engine holds the error response; then close */

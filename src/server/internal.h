@@ -74,6 +74,7 @@ struct dx_conn {
   bool counted_ip : 1;
   bool read_paused : 1;
   bool first_request : 1;
+  bool deflate_charged : 1;
   /* user data follows, aligned */
   _Alignas(16) unsigned char user[];
 };
@@ -118,6 +119,7 @@ struct dx_server {
   int shutdown_efd;
   atomic_int loops_running;
   atomic_size_t websockets;
+  atomic_size_t deflate_used; /* bytes charged against deflate_budget */
   /* per-IP WebSocket counts */
   pthread_mutex_t ip_lock;
   struct dx__ipcount *ips;

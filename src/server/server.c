@@ -36,6 +36,7 @@ static void apply_defaults(dx_server_config *c) {
   c->write_high = or_default_size(c->write_high, 256 << 10);
   c->write_hard = or_default_size(c->write_hard, 1 << 20);
   c->write_stall_ms = or_default(c->write_stall_ms, 10000);
+  c->deflate_budget = or_default_size(c->deflate_budget, (size_t)256 << 20);
   if (!c->shutdown_code) c->shutdown_code = DX_CLOSE_GOING_AWAY;
   if (c->threads <= 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
