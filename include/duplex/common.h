@@ -49,7 +49,11 @@ extern "C" {
   X(EEXTENSION, -4009, "extension negotiation failed")                         \
   X(EDEFLATE, -4010, "corrupt compressed data")                                \
   X(ESTATE, -4011, "call not allowed in the current state")                    \
-  X(ECLOSECODE, -4012, "invalid close code")
+  X(ECLOSECODE, -4012, "invalid close code")                                  \
+  X(ETLS, -4013, "TLS handshake or record failure")                            \
+  X(ERESOLVE, -4014, "host name could not be resolved")                        \
+  X(ETIMEDOUT, -ETIMEDOUT, "timed out")                                        \
+  X(ECONNREFUSED, -ECONNREFUSED, "connection refused")
 
 typedef enum dx_err {
 #define DX__ERR_ENUM(name, value, msg) DX_##name = (value),
