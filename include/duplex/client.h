@@ -1,0 +1,124 @@
+/*
+ * duplex/client.h — a WebSocket client on a dx_loop, shaped like the
+ * browser's WebSocket (readyState; open/message/close/error events) plus
+ * what browsers leave to the application: reconnection with exponential
+ * backoff and full jitter, connect and handshake timeouts.
+ *
+ *   dx_loop *loop = dx_loop_new(NULL);
+ *   dx_client_config cfg = {.url = "wss://example.com/chat",
+ *                           .on_message = on_msg};
+ *   dx_client *c = dx_client_new(loop, &cfg);
+ *   dx_client_connect(c);
+ *   dx_loop_run(loop);
+ *
+ * Every function is LOOP-THREAD ONLY. Handlers run on the loop thread; a
+ * handler may call any dx_client_* function, including dx_client_free (the
+ * memory is released after the loop iteration).
+ */
+#ifndef DUPLEX_CLIENT_H
+#define DUPLEX_CLIENT_H
+
+#include <duplex/common.h>
+#include <duplex/net.h>
+#include <duplex/proto.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dx_client dx_client;
+
+/* Why a connection attempt or connection failed (dx_client_error). */
+typedef struct dx_client_error {
+  int err;           /* DX_ERESOLVE, DX_ECONNREFUSED, DX_ETIMEDOUT, DX_ETLS,
+                        DX_EHANDSHAKE, DX_EPROTO, -errno ... */
+  int http_status;   /* the server's status when not 101 (redirects
+                        included), else 0 */
+  const char *message; /* one line for people; valid during the call */
+} dx_client_error;
+
+typedef struct dx_client_config {
+  const char *url; /* ws://host[:port]/path?query or wss://...; IPv6 as
+                      [::1]; copied */
+  /* Extra request headers, "Name: value" each, NULL-terminated (copied). */
+  const char *const *headers;
+  const char *origin;                 /* NULL: none */
+  const char *const *subprotocols;    /* offered, NULL-terminated */
+  bool deflate;                       /* offer permessage-deflate */
+  size_t max_message;                 /* 0: 16 MiB */
+
+  /* TLS (wss://): the system trust store, unless ca_file; insecure turns
+   * verification off entirely. */
+  const char *ca_file;
+  bool insecure;
+
+  unsigned connect_timeout_ms;   /* TCP (+ DNS); 0: 10 s */
+  unsigned handshake_timeout_ms; /* TLS + HTTP upgrade; 0: 10 s */
+
+  /* Reconnection after a connection is lost or an attempt fails. Not after
+   * a close the application asked for (dx_client_close), nor after a 4xx
+   * answer other than 408/429. Delay for attempt n (1-based): a uniformly
+   * random value in [0, min(max, base * 2^(n-1))] ("full jitter"). */
+  bool reconnect;
+  unsigned backoff_base_ms; /* 0: 500 ms */
+  unsigned backoff_max_ms;  /* 0: 30 s */
+  unsigned max_attempts;    /* consecutive failed attempts; 0: unlimited */
+  unsigned stable_ms;       /* open this long resets the attempt count;
+                               0: 10 s */
+
+  void (*on_open)(dx_client *c, void *ud);
+  /* data valid during the call. */
+  void (*on_message)(dx_client *c, dx_opcode op, uint8_t *data, size_t len,
+                     void *ud);
+  /* The connection ended: code/reason from the close frame, 1006 when it
+   * ended without one. was_clean: the closing handshake completed. */
+  void (*on_close)(dx_client *c, uint16_t code, const char *reason,
+                   size_t len, bool was_clean, void *ud);
+  /* An attempt failed, or the connection broke (followed by on_close if it
+   * had opened). */
+  void (*on_error)(dx_client *c, const dx_client_error *e, void *ud);
+  /* A reconnection is scheduled: attempt number and the chosen delay. */
+  void (*on_reconnect)(dx_client *c, unsigned attempt, unsigned delay_ms,
+                       void *ud);
+  void (*on_pong)(dx_client *c, const uint8_t *data, size_t len, void *ud);
+  /* Buffered amount fell to zero after being above 0 (writes drained). */
+  void (*on_drain)(dx_client *c, void *ud);
+  void *ud;
+} dx_client_config;
+
+/* Creates a client (not connected). cfg is copied (strings too).
+ * Returns NULL on ENOMEM or a bad URL (errno EINVAL). */
+DX_API dx_client *dx_client_new(dx_loop *loop, const dx_client_config *cfg);
+
+/* Starts connecting (resolve without blocking the loop, TCP, TLS, upgrade).
+ * Returns 0, DX_ESTATE (already connecting/open). */
+DX_API int dx_client_connect(dx_client *c);
+
+/* readyState: CONNECTING, OPEN, CLOSING, CLOSED (also while waiting for a
+ * reconnection: CONNECTING). */
+DX_API dx_ready_state dx_client_state(const dx_client *c);
+
+/* Queue a message, a ping, or start the closing handshake (code 0: none).
+ * Returns 0, DX_ESTATE (not open), DX_ECLOSED, DX_EUTF8, DX_EINVAL,
+ * DX_ENOMEM. dx_client_close also cancels reconnection. */
+DX_API int dx_client_send(dx_client *c, dx_opcode op, const void *data,
+                          size_t len);
+DX_API int dx_client_ping(dx_client *c, const void *data, size_t len);
+DX_API int dx_client_close(dx_client *c, uint16_t code, const char *reason);
+
+/* Bytes queued and not yet written to the socket. */
+DX_API size_t dx_client_buffered(const dx_client *c);
+
+/* The subprotocol the server chose, or NULL; the negotiated extensions
+ * ("permessage-deflate; ..."), or "". Valid while OPEN. */
+DX_API const char *dx_client_subprotocol(const dx_client *c);
+DX_API const char *dx_client_extensions(const dx_client *c);
+
+/* Frees the client (closing the socket without a handshake if open).
+ * NULL-safe; safe inside handlers. */
+DX_API void dx_client_free(dx_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
