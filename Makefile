@@ -87,7 +87,8 @@ run: build-release
 # $(BUILD)/fuzz/artifacts/.
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_CORPUS_DIR=$(CURDIR)/fuzz/corpus-run \
-	  bash tests/scripts/fuzz_smoke.sh $(ASAN_DIR) $(CURDIR)
+	  FUZZ_BUILD_DIR=$(BUILD)/fuzz \
+	  bash tests/scripts/fuzz_smoke.sh $(BUILD) $(CURDIR)
 
 # Every program the bench/ build produces (bench_*), in the release build.
 bench: build-release

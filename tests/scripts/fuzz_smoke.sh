@@ -4,8 +4,9 @@
 # timeout or out-of-memory, printing the input that did it.
 #
 # Usage: fuzz_smoke.sh BUILD_DIR SOURCE_DIR
-#   The fuzz build lives beside BUILD_DIR: BUILD_DIR/../fuzz (build/fuzz).
+#   The fuzz build (clang) lives inside BUILD_DIR, in fuzz-build/.
 # Environment:
+#   FUZZ_BUILD_DIR   build the fuzz targets there instead
 #   FUZZ_SECONDS     per target (default 30; `make fuzz` uses 600)
 #   FUZZ_TARGETS     which targets (default: frames http handshake)
 #   FUZZ_CORPUS_DIR  keep the growing corpus here (default: a temp copy)
@@ -13,8 +14,13 @@ set -euo pipefail
 
 build=${1:?usage: fuzz_smoke.sh BUILD_DIR SOURCE_DIR}
 src=$(cd "${2:?usage: fuzz_smoke.sh BUILD_DIR SOURCE_DIR}" && pwd)
-mkdir -p "$build/../fuzz"
-fbuild=$(cd "$build/../fuzz" && pwd)
+fbuild=${FUZZ_BUILD_DIR:-$build/fuzz-build}
+mkdir -p "$fbuild"
+fbuild=$(cd "$fbuild" && pwd)
+if [[ -f "$fbuild/CMakeLists.txt" || "$fbuild" == "$src" ]]; then
+  echo "fuzz_smoke: $fbuild is a source directory, not a build directory" >&2
+  exit 1
+fi
 seconds=${FUZZ_SECONDS:-30}
 targets=${FUZZ_TARGETS:-frames http handshake}
 jobs=$(nproc 2>/dev/null || echo 2)
