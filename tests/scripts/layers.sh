@@ -28,6 +28,10 @@ LAYER_RANK=(
 # Public headers that belong to no layer: every layer may include them.
 BASE_HEADERS="duplex/common.h"
 
+# Public headers named other than their layer: header name -> layer.
+declare -A HEADER_LAYER=([tls]=net)
+layer_of_header() { echo "${HEADER_LAYER[$1]:-$1}"; }
+
 # System headers proto may include. Everything else (sys/socket.h, time.h,
 # pthread.h, unistd.h, ...) is I/O, a clock or threads: not in the core.
 PROTO_SYSTEM_OK="assert.h ctype.h errno.h inttypes.h limits.h stdalign.h
@@ -76,7 +80,7 @@ check_file() {
     if [[ "$hdr" == duplex/* ]]; then
       [[ " $BASE_HEADERS " == *" $hdr "* ]] && continue
       target=${hdr#duplex/}
-      target=${target%.h}
+      target=$(layer_of_header "${target%.h}")
       trank=$(rank_of "$target")
       if [[ -z "$trank" ]]; then
         violation "$file" "$lineno" "$text" \
@@ -142,7 +146,7 @@ done
 for f in include/duplex/*.h; do
   [[ -e "$f" ]] || continue
   name=$(basename "$f" .h)
-  [[ " $BASE_HEADERS " == *" duplex/$name.h "* ]] && layer=proto || layer=$name
+  [[ " $BASE_HEADERS " == *" duplex/$name.h "* ]] && layer=proto || layer=$(layer_of_header "$name")
   if [[ -z "$(rank_of "$layer")" ]]; then
     echo "$f: public header belongs to no layer (LAYER_RANK/BASE_HEADERS in tests/scripts/layers.sh)" >&2
     bad=1
