@@ -1,9 +1,9 @@
 // ws_echo — a Node `ws` echo server, the comparison peer for
 // bench/run_echo.sh. Plain `ws` as its users run it: one process (one
 // JavaScript thread), no permessage-deflate, text echoed as text and
-// binary as binary. ws validates UTF-8 itself (pure JS unless the
-// optional utf-8-validate / bufferutil add-ons are installed; we install
-// neither, which is the default `npm install ws`).
+// binary as binary. ws validates UTF-8 (Node's native buffer.isUtf8 for
+// 24 bytes and more) and unmasks in JavaScript: the optional bufferutil and
+// utf-8-validate add-ons are not installed, as with a plain `npm install ws`.
 //
 // Usage: node ws_echo.js PORT    (binds 127.0.0.1; SIGINT/SIGTERM exit 0)
 'use strict';
