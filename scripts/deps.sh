@@ -20,22 +20,27 @@ DX_APT_PACKAGES=(
   libclang-rt-14-dev # libFuzzer and the sanitizer runtimes for clang 14
   libssl-dev         # OpenSSL 3: TLS, SHA-1, base64, RNG
   zlib1g-dev         # permessage-deflate
-  nodejs             # interop peers and browser driver (package.json)
+  python3-websockets # interop peer (tests/interop, with /usr/bin/python3)
+  chromium           # browser test (tests/browser, via playwright-core)
   # Coming with later work (move up when the code that needs it lands):
   # libjansson-dev libyaml-dev libjwt-dev libhiredis-dev
-  # python3-websockets chromium libwebsockets-dev
+  # libwebsockets-dev
 )
 
-# Packages checked by the command they provide rather than by dpkg. npm:
-# the machine's Node.js package (NodeSource) ships npm itself, and Debian's
-# separate npm package would clash with it; on plain Debian, where nodejs
-# has no npm, the npm package is what provides the command.
+# Packages checked by the command they provide rather than by dpkg, as
+# COMMAND:PACKAGE. node and npm (interop peers and browser driver,
+# package.json): a machine may have Node.js from elsewhere (NodeSource's
+# nodejs, which ships npm itself, or a tarball/nvm install) and Debian's
+# nodejs or npm would clash with it or shadow it; on plain Debian, nodejs
+# and npm are what provide the commands. Note: playwright-core wants
+# Node.js 20 or newer (bookworm's nodejs is 18).
 DX_APT_BY_COMMAND=(
-  npm
+  node:nodejs
+  npm:npm
 )
 
 if [[ "${1:-}" == "--print" ]]; then
-  printf '%s\n' "${DX_APT_PACKAGES[@]}" "${DX_APT_BY_COMMAND[@]}"
+  printf '%s\n' "${DX_APT_PACKAGES[@]}" "${DX_APT_BY_COMMAND[@]#*:}"
   exit 0
 fi
 
@@ -45,8 +50,8 @@ for pkg in "${wanted[@]}"; do
   status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
   [[ "$status" == "installed" ]] || missing+=("$pkg")
 done
-for cmd in "${DX_APT_BY_COMMAND[@]}"; do
-  command -v "$cmd" >/dev/null || missing+=("$cmd")
+for entry in "${DX_APT_BY_COMMAND[@]}"; do
+  command -v "${entry%%:*}" >/dev/null || missing+=("${entry#*:}")
 done
 
 if ((${#missing[@]} == 0)); then
