@@ -102,7 +102,7 @@ bench: build-release
 format:
 	@bash scripts/deps.sh clang-format
 	@dirs=$$(for d in $(FORMAT_DIRS); do [ -d $$d ] && echo $$d; done); \
-	files=$$(find $$dirs -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null); \
+	files=$$(find $$dirs -type f \( -name '*.c' -o -name '*.h' \) -not -path '*/node_modules/*' 2>/dev/null); \
 	if [ -n "$$files" ]; then clang-format -i $$files; \
 	  echo "format: $$(echo "$$files" | wc -l) files"; fi
 
