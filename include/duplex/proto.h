@@ -106,7 +106,8 @@ enum {
 typedef struct dx_ws_config {
   dx_role role;
   unsigned flags;
-  /* Largest payload of a single frame; 0 means max_message. */
+  /* Largest payload of a single frame on the wire; 0 means no limit of its
+   * own (max_message bounds memory either way). */
   size_t max_frame;
   /* Largest message, counted after decompression; 0 means
    * DX_DEFAULT_MAX_MESSAGE (16 MiB). Exceeding it closes with 1009 before
@@ -235,6 +236,12 @@ DX_API size_t dx_ws_output(dx_ws *ws, const uint8_t **out);
 
 /* Marks n bytes of the output as sent (n <= what dx_ws_output returned). */
 DX_API void dx_ws_consume(dx_ws *ws, size_t n);
+
+/* Gives back the output buffer if it is drained. The engine keeps a small
+ * drained buffer for the next message (no allocation per message); a
+ * runtime calls this for connections that went quiet, so an idle
+ * connection holds no buffer. */
+DX_API void dx_ws_trim(dx_ws *ws);
 
 /* Bytes queued and not yet consumed (the buffered amount). */
 DX_API size_t dx_ws_buffered(const dx_ws *ws);

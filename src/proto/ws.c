@@ -14,9 +14,54 @@ enum {
   RELEASE_CTL = 2  /* ... into ws->ctl */
 };
 
-static inline bool is_control(unsigned op) { return op & 0x8; }
+static inline bool is_control(unsigned op) {
+  return op & 0x8;
+}
 
-static size_t limit_or(size_t v, size_t dflt) { return v ? v : dflt; }
+/* Short payloads dominate real-time traffic, and for them the setup of the
+ * SIMD mask and UTF-8 routines costs more than the work. Below this size
+ * one fused pass unmasks and checks for ASCII (the common case), and only
+ * non-ASCII text goes to the full validator. */
+#define SHORT_PAYLOAD 64
+
+static inline uint64_t ascii_bits(uint64_t w) {
+  return w & 0x8080808080808080ull;
+}
+
+/* Unmasks p in place from key offset 0 (if key) and returns true when all
+ * bytes are ASCII. */
+static inline bool short_unmask_ascii(uint8_t *p, size_t n,
+                                      const uint8_t *key) {
+  uint64_t k = 0, acc = 0;
+  if (key) {
+    uint32_t k32;
+    memcpy(&k32, key, 4);
+    k = (uint64_t)k32 << 32 | k32;
+  }
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    w ^= k;
+    memcpy(p + i, &w, 8);
+    acc |= w;
+  }
+  for (; i < n; i++) {
+    if (key) p[i] ^= key[i & 3];
+    acc |= p[i];
+  }
+  return ascii_bits(acc) == 0;
+}
+
+static bool text_valid(const uint8_t *p, size_t n) {
+  if (n < SHORT_PAYLOAD && short_unmask_ascii((uint8_t *)p, n, NULL))
+    return true;
+  return dx_utf8_valid(p, n);
+}
+
+static size_t limit_or(size_t v, size_t dflt) {
+  return v ? v : dflt;
+}
 
 dx_ws *dx_ws_new(const dx_ws_config *cfg) {
   dx_ws *ws = dx__alloc(&cfg->alloc, sizeof *ws);
@@ -26,7 +71,10 @@ dx_ws *dx_ws_new(const dx_ws_config *cfg) {
   ws->role = (uint8_t)cfg->role;
   ws->ready = DX_CONNECTING;
   ws->max_message = limit_or(cfg->max_message, DX_DEFAULT_MAX_MESSAGE);
-  ws->max_frame = limit_or(cfg->max_frame, ws->max_message);
+  /* No frame limit by default: the message limit already bounds memory
+   * (before allocation when uncompressed, after inflation when compressed),
+   * and a compressed frame may legitimately be larger than its message. */
+  ws->max_frame = limit_or(cfg->max_frame, SIZE_MAX);
   return ws;
 }
 
@@ -41,7 +89,9 @@ void dx_ws_free(dx_ws *ws) {
   dx__free(a, ws, sizeof *ws);
 }
 
-static bool window_ok(uint8_t bits) { return bits == 0 || (bits >= 8 && bits <= 15); }
+static bool window_ok(uint8_t bits) {
+  return bits == 0 || (bits >= 8 && bits <= 15);
+}
 
 int dx_ws_open(dx_ws *ws, const dx_pmd *pmd) {
   if (ws->ready != DX_CONNECTING) return DX_ESTATE;
@@ -55,9 +105,15 @@ int dx_ws_open(dx_ws *ws, const dx_pmd *pmd) {
   return 0;
 }
 
-dx_ready_state dx_ws_state(const dx_ws *ws) { return (dx_ready_state)ws->ready; }
-dx_role dx_ws_role(const dx_ws *ws) { return (dx_role)ws->role; }
-dx_pmd dx_ws_pmd(const dx_ws *ws) { return ws->pmd; }
+dx_ready_state dx_ws_state(const dx_ws *ws) {
+  return (dx_ready_state)ws->ready;
+}
+dx_role dx_ws_role(const dx_ws *ws) {
+  return (dx_role)ws->role;
+}
+dx_pmd dx_ws_pmd(const dx_ws *ws) {
+  return ws->pmd;
+}
 
 bool dx_close_code_valid(unsigned code) {
   /* RFC 6455 7.4.1-7.4.2 and the IANA registry: 1004-1006 and 1015 are
@@ -70,12 +126,17 @@ bool dx_close_code_valid(unsigned code) {
 
 uint16_t dx_ws_error_close_code(int err) {
   switch (err) {
-  case DX_EPROTO: return DX_CLOSE_PROTOCOL_ERROR;
+  case DX_EPROTO:
+    return DX_CLOSE_PROTOCOL_ERROR;
   case DX_EUTF8:
-  case DX_EDEFLATE: return DX_CLOSE_INVALID_DATA;
-  case DX_ETOOBIG: return DX_CLOSE_TOO_BIG;
-  case DX_ENOMEM: return DX_CLOSE_INTERNAL_ERROR;
-  default: return 0;
+  case DX_EDEFLATE:
+    return DX_CLOSE_INVALID_DATA;
+  case DX_ETOOBIG:
+    return DX_CLOSE_TOO_BIG;
+  case DX_ENOMEM:
+    return DX_CLOSE_INTERNAL_ERROR;
+  default:
+    return 0;
   }
 }
 
@@ -112,7 +173,7 @@ static int send_data_frame(dx_ws *ws, dx_opcode op, const void *data,
   if (op == DX_OP_TEXT && !(ws->cfg->flags & DX_WS_TRUST_OUTGOING_TEXT)) {
     /* A fragment may end inside a code point; only whole messages can be
      * checked with the stateless validator. */
-    if (fin && !dx_utf8_valid(data, len)) return DX_EUTF8;
+    if (fin && !text_valid(data, len)) return DX_EUTF8;
   }
   size_t min = limit_or(ws->cfg->compress_min, DX_DEFAULT_COMPRESS_MIN);
   if (may_compress && ws->pmd.enabled && len >= min) {
@@ -137,8 +198,8 @@ int dx_ws_send(dx_ws *ws, dx_opcode op, const void *data, size_t len) {
   return send_data_frame(ws, op, data, len, true, true);
 }
 
-int dx_ws_send_fragment(dx_ws *ws, dx_opcode op, const void *data,
-                        size_t len, bool fin) {
+int dx_ws_send_fragment(dx_ws *ws, dx_opcode op, const void *data, size_t len,
+                        bool fin) {
   int rc = check_can_send(ws);
   if (rc) return rc;
   if (op == DX_OP_CONT) {
@@ -156,8 +217,7 @@ int dx_ws_send_fragment(dx_ws *ws, dx_opcode op, const void *data,
   return 0;
 }
 
-static int send_control(dx_ws *ws, dx_opcode op, const void *data,
-                        size_t len) {
+static int send_control(dx_ws *ws, dx_opcode op, const void *data, size_t len) {
   int rc = check_can_send(ws);
   if (rc) return rc;
   if (len > 125) return DX_EINVAL;
@@ -212,15 +272,28 @@ size_t dx_ws_output(dx_ws *ws, const uint8_t **out) {
   return ws->out.len - ws->out.off;
 }
 
+/* A drained output buffer up to this size is kept for the next message:
+ * allocating per message costs more than the message. dx_ws_trim() gives
+ * it back once the connection goes quiet. */
+#define KEEP_OUTPUT 4096
+
 void dx_ws_consume(dx_ws *ws, size_t n) {
   size_t live = ws->out.len - ws->out.off;
   ws->out.off += n < live ? n : live;
-  /* An idle connection should cost a few hundred bytes: give the buffer
-   * back as soon as it is drained (a pool allocator makes this cheap). */
-  if (ws->out.off == ws->out.len) dx__buf_free(&ws->out, dx__ws_alloc(ws));
+  if (ws->out.off == ws->out.len) {
+    if (ws->out.cap > KEEP_OUTPUT) dx__buf_free(&ws->out, dx__ws_alloc(ws));
+    ws->out.len = ws->out.off = 0;
+  }
 }
 
-size_t dx_ws_buffered(const dx_ws *ws) { return ws->out.len - ws->out.off; }
+void dx_ws_trim(dx_ws *ws) {
+  if (ws->out.data && ws->out.len == ws->out.off)
+    dx__buf_free(&ws->out, dx__ws_alloc(ws));
+}
+
+size_t dx_ws_buffered(const dx_ws *ws) {
+  return ws->out.len - ws->out.off;
+}
 
 /* ---- input ------------------------------------------------------------- */
 
@@ -285,7 +358,8 @@ static int parse_header(dx_ws *ws, const uint8_t *h) {
     p += 2;
   } else if (len == 127) {
     len = 0;
-    for (int i = 0; i < 8; i++) len = len << 8 | p[i];
+    for (int i = 0; i < 8; i++)
+      len = len << 8 | p[i];
     p += 8;
     if (len >> 63) return DX_EPROTO; /* 5.2: the top bit must be 0 */
   }
@@ -297,7 +371,8 @@ static int parse_header(dx_ws *ws, const uint8_t *h) {
   } else if (len > ws->max_frame) {
     return DX_ETOOBIG;
   } else if (!ws->msg_z && !(ws->opcode != DX_OP_CONT && ws->rsv1) &&
-             len > ws->max_message - (ws->opcode == DX_OP_CONT ? ws->msg.len : 0)) {
+             len > ws->max_message -
+                       (ws->opcode == DX_OP_CONT ? ws->msg.len : 0)) {
     /* Uncompressed: the limit is known before a byte of payload arrives. */
     return DX_ETOOBIG;
   }
@@ -392,8 +467,8 @@ static int payload_control(dx_ws *ws, dx_ws_event *ev) {
   size_t take = avail < n ? avail : n;
   memcpy(ws->ctl + ws->ctl_len, ws->in, take);
   if (ws->role == DX_ROLE_SERVER)
-    ws->mask_off = (uint8_t)dx_mask(ws->ctl + ws->ctl_len, take, ws->mask,
-                                    ws->mask_off);
+    ws->mask_off =
+        (uint8_t)dx_mask(ws->ctl + ws->ctl_len, take, ws->mask, ws->mask_off);
   ws->ctl_len += (uint8_t)take;
   ws->in += take;
   ws->remaining -= take;
@@ -449,9 +524,19 @@ static int payload_data(dx_ws *ws, dx_ws_event *ev) {
   uint8_t *p = ws->in;
   ws->in += n;
   ws->remaining -= n;
+  bool last = ws->fin && ws->remaining == 0;
+  if (n < SHORT_PAYLOAD && last && ws->mask_off == 0 && !ws->msg_z &&
+      ws->msg.data == NULL) {
+    /* The common case: a short message whole in the input. */
+    const uint8_t *key = ws->role == DX_ROLE_SERVER ? ws->mask : NULL;
+    bool ascii = short_unmask_ascii(p, n, key);
+    ws->pstate = DX__P_HEADER;
+    if (ws->msg_op == DX_OP_TEXT && !ascii && !dx_utf8_feed(&ws->utf8, p, n))
+      return DX_EUTF8;
+    return finish_message(ws, p, n, ev);
+  }
   if (ws->role == DX_ROLE_SERVER)
     ws->mask_off = (uint8_t)dx_mask(p, n, ws->mask, ws->mask_off);
-  bool last = ws->fin && ws->remaining == 0;
   if (last && !ws->msg_z && ws->msg.len == 0 && ws->msg.data == NULL) {
     /* The whole message is here: deliver it where it lies. */
     ws->pstate = DX__P_HEADER;
@@ -467,7 +552,8 @@ static int payload_data(dx_ws *ws, dx_ws_event *ev) {
   return finish_message(ws, ws->msg.data, ws->msg.len, ev);
 }
 
-static void release(dx_ws *ws) {
+static inline void release(dx_ws *ws) {
+  if (!ws->msg.data && !ws->ctl) return;
   const dx_allocator *a = dx__ws_alloc(ws);
   if (ws->msg_op == 0 && ws->msg.data) dx__buf_free(&ws->msg, a);
   if (ws->ctl_len == 0 && ws->ctl) {
@@ -484,8 +570,8 @@ static int step(dx_ws *ws, dx_ws_event *ev) {
       ws->pstate = DX__P_PAYLOAD;
     }
     if (ws->remaining && ws->in == ws->in_end) return 0;
-    int rc = is_control(ws->opcode) ? payload_control(ws, ev)
-                                    : payload_data(ws, ev);
+    int rc =
+        is_control(ws->opcode) ? payload_control(ws, ev) : payload_data(ws, ev);
     if (rc) return rc;
     if (ws->in == ws->in_end && ws->pstate == DX__P_PAYLOAD) return 0;
   }

@@ -550,16 +550,6 @@ static int write_ws(dx_conn *c) {
 static void after_ws_write(dx_conn *c) {
   const dx_server_config *cfg = cfg_of(c);
   size_t b = dx_ws_buffered(c->ws);
-  if (b > cfg->write_hard) {
-    /* A consumer this slow would grow memory without bound: drop it.
-     * Reported as 1008 (policy), since a close frame queued behind a
-     * megabyte the peer is not reading would never arrive. */
-    DX__INC(c->sl, closed_slow, 1);
-    c->close_code = DX_CLOSE_POLICY;
-    dx__log(c->sl->srv, "slow", c, c->route->path, 0, 1008,
-            "output hard limit exceeded");
-    return dx__conn_destroy(c);
-  }
   if (b > cfg->write_high) c->high = true;
   if (b == 0)
     c->t_stall = 0;
@@ -697,11 +687,29 @@ void dx__conn_accept(dx__sloop *sl, int fd, const struct sockaddr_storage *ss) {
   on_readable(c);
 }
 
+/* A consumer too slow for its queue is dropped, reported as 1008 (policy):
+ * a close frame queued behind a backlog the peer is not reading would never
+ * arrive, so the TCP connection is simply closed. */
+static void drop_slow(dx_conn *c) {
+  DX__INC(c->sl, closed_slow, 1);
+  c->close_code = DX_CLOSE_POLICY;
+  dx__log(c->sl->srv, "slow", c, c->route->path, 0, 1008,
+          "output hard limit exceeded");
+  dx__conn_destroy(c);
+}
+
 /* ---- public connection calls
  * ---------------------------------------------------- */
 
 int dx_conn_send(dx_conn *c, dx_opcode op, const void *data, size_t len) {
   if (c->dead || !c->ws) return DX_ECLOSED;
+  if (dx_ws_buffered(c->ws) > cfg_of(c)->write_hard) {
+    /* Queueing more behind a backlog past the hard limit would grow memory
+     * without bound: drop the consumer. (A single message larger than the
+     * limit is fine on a queue that keeps draining.) */
+    drop_slow(c);
+    return DX_ECLOSED;
+  }
   int rc = dx_ws_send(c->ws, op, data, len);
   if (rc) return rc;
   DX__INC(c->sl, messages_out, 1);
@@ -746,6 +754,8 @@ static void sweep_ws(dx_conn *c, uint32_t now, const dx_server_config *cfg) {
     return dx__conn_destroy(c);
   }
   if (dx_ws_state(c->ws) != DX_OPEN) return;
+  /* Quiet since the last tick: give back the kept output buffer. */
+  if (!c->dirty) dx_ws_trim(c->ws);
   if (c->pinging && expired(now, c->t_ping, cfg->pong_timeout_ms)) {
     /* A peer that cannot answer a ping in time is presumed dead. */
     DX__INC(c->sl, closed_ping, 1);
