@@ -262,8 +262,7 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
                     "rejected by the endpoint", NULL);
     }
   }
-  r->ws_cfg.alloc = c->sl->alloc; /* same pool for every engine of a loop */
-  c->ws = dx_ws_new(&r->ws_cfg);
+  c->ws = dx_ws_new(&c->sl->ws_cfgs[r - srv->routes]);
   if (!c->ws) return dx__conn_destroy(c);
   c->route = r;
   atomic_fetch_add(&r->count, 1);
@@ -491,6 +490,7 @@ static void feed_ws(dx_conn *c, uint8_t *p, size_t n) {
  * ------------------------------------------------------------------ */
 
 static void start_linger(dx_conn *c);
+static int write_ws(dx_conn *c);
 
 static void on_readable(dx_conn *c) {
   size_t cap;
@@ -500,9 +500,16 @@ static void on_readable(dx_conn *c) {
     ssize_t n = read(c->io.fd, buf, cap);
     if (n > 0) {
       DX__INC(c->sl, bytes_in, (uint64_t)n);
-      if (c->phase == DX__WS)
+      if (c->phase == DX__WS) {
         feed_ws(c, buf, (size_t)n);
-      else if (c->phase == DX__LINGER)
+        /* Replies pile up while a fast peer keeps us reading: past the high
+         * watermark write them now, so a peer that reads keeps up and one
+         * that does not reaches the hard limit (dx_conn_send drops it)
+         * instead of growing the queue for a whole read burst. */
+        if (!c->dead && dx_ws_buffered(c->ws) > cfg_of(c)->write_high &&
+            write_ws(c) < 0)
+          return dx__conn_destroy(c);
+      } else if (c->phase == DX__LINGER)
         continue; /* discard until EOF */
       else
         on_http_data(c, buf, (size_t)n);

@@ -13,7 +13,7 @@ typedef struct dx__sloop dx__sloop;
 typedef struct dx__route {
   dx_route r;
   char *path;
-  dx_ws_config ws_cfg;        /* shared by every engine of the route */
+  dx_ws_config ws_cfg;        /* template; each loop has its own copy */
   dx_ws_accept_policy policy; /* likewise */
   atomic_size_t count;        /* open connections on the route */
 } dx__route;
@@ -89,6 +89,10 @@ struct dx__sloop {
   dx_io shutdown_io;
   dx_io signal_io;
   dx_allocator alloc;
+  /* Per route: the engine config with THIS loop's allocator. Engines keep
+   * a pointer to their config and the pool is loop-local, so a config must
+   * never be shared between loops. */
+  dx_ws_config *ws_cfgs;
   dx_timer sweep;
   dx_conn *conns;
   dx_conn *dirty;

@@ -290,6 +290,12 @@ static int loop_init(dx_server *srv, dx__sloop *sl, int index) {
   sl->listen_fd = -1;
   if (!(sl->loop = dx_loop_new(NULL))) return -errno;
   sl->alloc = dx_loop_allocator(sl->loop);
+  sl->ws_cfgs = calloc(srv->nroutes ? srv->nroutes : 1, sizeof *sl->ws_cfgs);
+  if (!sl->ws_cfgs) return DX_ENOMEM;
+  for (size_t i = 0; i < srv->nroutes; i++) {
+    sl->ws_cfgs[i] = srv->routes[i].ws_cfg;
+    sl->ws_cfgs[i].alloc = sl->alloc;
+  }
   sl->t0 = dx_loop_now(sl->loop);
   int fd = dx_tcp_listen(srv->cfg.host, srv->port, true, 4096);
   if (fd < 0) return fd;
@@ -389,6 +395,7 @@ void dx_server_free(dx_server *srv) {
     dx_loop_run_once(sl->loop, 0); /* run deferred frees */
     if (sl->listen_fd >= 0) close(sl->listen_fd);
     dx_loop_free(sl->loop);
+    free(sl->ws_cfgs);
     free(sl->slots);
     free(sl->gens);
     free(sl->free_slots);
