@@ -7,6 +7,8 @@
  */
 #include "proto/internal.h"
 
+#include <stdatomic.h>
+
 #include <openssl/evp.h>
 #include <stdio.h>
 
@@ -31,13 +33,31 @@ void dx__client_hs_free(dx_ws *ws) {
   ws->hs = NULL;
 }
 
+/* OpenSSL 3 looks the algorithm up in its provider store on every
+ * EVP_DigestInit_ex(EVP_sha1()): about half a million instructions, more
+ * than the rest of a handshake. Fetch it once and keep it (a race only
+ * fetches twice; the loser frees its copy). */
+static const EVP_MD *sha1_md(void) {
+  static _Atomic(EVP_MD *) cached;
+  EVP_MD *md = atomic_load_explicit(&cached, memory_order_acquire);
+  if (md) return md;
+  EVP_MD *fresh = EVP_MD_fetch(NULL, "SHA1", NULL);
+  if (!fresh) return NULL;
+  EVP_MD *expected = NULL;
+  if (atomic_compare_exchange_strong(&cached, &expected, fresh)) return fresh;
+  EVP_MD_free(fresh);
+  return expected;
+}
+
 int dx_ws_accept_key(const char *key, size_t len, char out[29]) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
   if (!key || !out) return DX_EINVAL;
+  const EVP_MD *sha1 = sha1_md();
+  if (!sha1) return DX_ENOMEM;
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   if (!ctx) return DX_ENOMEM;
-  int ok = EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) &&
+  int ok = EVP_DigestInit_ex(ctx, sha1, NULL) &&
            EVP_DigestUpdate(ctx, key, len) &&
            EVP_DigestUpdate(ctx, ws_guid, sizeof ws_guid - 1) &&
            EVP_DigestFinal_ex(ctx, md, &md_len);

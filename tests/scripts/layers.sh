@@ -35,7 +35,7 @@ layer_of_header() { echo "${HEADER_LAYER[$1]:-$1}"; }
 # System headers proto may include. Everything else (sys/socket.h, time.h,
 # pthread.h, unistd.h, ...) is I/O, a clock or threads: not in the core.
 PROTO_SYSTEM_OK="assert.h ctype.h errno.h inttypes.h limits.h stdalign.h
-  stdarg.h stdbool.h stddef.h stdint.h stdio.h stdlib.h string.h strings.h
+  stdarg.h stdatomic.h stdbool.h stddef.h stdint.h stdio.h stdlib.h string.h strings.h
   endian.h byteswap.h zlib.h immintrin.h emmintrin.h tmmintrin.h smmintrin.h
   arm_neon.h"
 PROTO_SYSTEM_OK_PREFIX="openssl/"          # libcrypto ...
