@@ -103,6 +103,11 @@ typedef struct dx_server_config {
   int threads;        /* 0: one per online core */
   const char *static_root; /* NULL: no static files */
 
+  /* TLS: PEM certificate (chain allowed, leaf first) and key files. When
+   * set, every connection is https:// / wss:// (TLS 1.2 and 1.3). */
+  const char *tls_cert;
+  const char *tls_key;
+
   size_t max_message;      /* 0: 16 MiB (after decompression) */
   size_t max_connections;  /* whole server; 0: unlimited. Over: 503 */
   size_t max_per_ip;       /* WebSocket connections per client IP;
@@ -130,7 +135,8 @@ typedef struct dx_server_config {
   size_t deflate_budget;
 
   uint16_t shutdown_code; /* close code on shutdown; 0: 1001 */
-  bool handle_signals;    /* SIGINT/SIGTERM → graceful shutdown */
+  bool handle_signals;    /* SIGINT/SIGTERM → graceful shutdown; SIGHUP →
+                             reload the TLS certificate and key */
 
   void (*log)(void *ud, const dx_log_record *rec); /* NULL: silent */
   void *log_ud;
@@ -149,6 +155,16 @@ DX_API int dx_server_route(dx_server *srv, const dx_route *route);
 /* Binds the listeners (one per loop) and prepares the loops.
  * Returns 0 or -errno (EADDRINUSE ...). */
 DX_API int dx_server_start(dx_server *srv);
+
+/* Why dx_server_start (or dx_server_reload_tls) failed, one line; "" if
+ * it did not. */
+DX_API const char *dx_server_error(const dx_server *srv);
+
+/* Loads tls_cert/tls_key again (after a renewal). New connections use the
+ * new certificate; open ones keep theirs. On failure the old one stays.
+ * THREAD-SAFE. Returns 0, DX_ETLS (see dx_server_error), DX_ESTATE (no
+ * TLS configured). */
+DX_API int dx_server_reload_tls(dx_server *srv);
 
 /* The bound port (after dx_server_start). */
 DX_API int dx_server_port(const dx_server *srv);

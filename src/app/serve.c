@@ -19,6 +19,8 @@ static const char *serve_help =
     "  --port N              TCP port (default 8080; 0 picks a free one)\n"
     "  --host ADDR           address to bind (default: all, IPv6 + IPv4)\n"
     "  --root DIR            serve static files from DIR\n"
+    "  --tls-cert FILE       serve https:// and wss:// with this PEM chain\n"
+    "  --tls-key FILE        its private key (SIGHUP reloads both)\n"
     "  --echo PATH           an echo WebSocket endpoint at PATH (repeatable)\n"
     "  --threads N           event loops (default: one per core)\n"
     "  --max-message SIZE    largest message, after decompression (16MiB)\n"
@@ -193,7 +195,9 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
     O_LOG,
     O_QUIET,
     O_PRINTPORT,
-    O_HELP
+    O_HELP,
+    O_CERT,
+    O_KEY
   };
   static const struct option opts[] = {{"port", 1, 0, O_PORT},
                                        {"host", 1, 0, O_HOST},
@@ -215,6 +219,8 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
                                        {"quiet", 0, 0, O_QUIET},
                                        {"print-port", 0, 0, O_PRINTPORT},
                                        {"help", 0, 0, O_HELP},
+                                       {"tls-cert", 1, 0, O_CERT},
+                                       {"tls-key", 1, 0, O_KEY},
                                        {0, 0, 0, 0}};
   dx_server_config *c = &o->cfg;
   c->port = 8080;
@@ -237,6 +243,12 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
       break;
     case O_ROOT:
       c->static_root = v;
+      break;
+    case O_CERT:
+      c->tls_cert = v;
+      break;
+    case O_KEY:
+      c->tls_key = v;
       break;
     case O_ECHO:
       if (v[0] != '/') return bad("--echo", v, "a path starts with '/'");
@@ -324,6 +336,10 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
     fprintf(stderr, "duplex serve: unexpected argument '%s'\n", argv[optind]);
     return APP_USAGE;
   }
+  if (c->tls_key && !c->tls_cert) {
+    fprintf(stderr, "duplex serve: --tls-key needs --tls-cert\n");
+    return APP_USAGE;
+  }
   if (!c->static_root && o->necho == 0) {
     fprintf(stderr, "duplex serve: nothing to serve: give --root DIR and/or "
                     "--echo PATH\n");
@@ -359,8 +375,11 @@ int app_serve(int argc, char **argv) {
     }
   }
   if ((rc = dx_server_start(srv)) != 0) {
-    fprintf(stderr, "duplex serve: cannot listen on %s port %d: %s\n",
-            o.cfg.host ? o.cfg.host : "*", o.cfg.port, dx_strerror(rc));
+    if (*dx_server_error(srv))
+      fprintf(stderr, "duplex serve: %s\n", dx_server_error(srv));
+    else
+      fprintf(stderr, "duplex serve: cannot listen on %s port %d: %s\n",
+              o.cfg.host ? o.cfg.host : "*", o.cfg.port, dx_strerror(rc));
     dx_server_free(srv);
     return APP_FAIL;
   }
@@ -368,7 +387,8 @@ int app_serve(int argc, char **argv) {
     printf("%d\n", dx_server_port(srv));
     fflush(stdout);
   }
-  fprintf(stderr, "duplex serve: listening on http://%s:%d/%s%s\n",
+  fprintf(stderr, "duplex serve: listening on %s://%s:%d/%s%s\n",
+          o.cfg.tls_cert ? "https" : "http",
           o.cfg.host ? o.cfg.host : "localhost", dx_server_port(srv),
           o.cfg.static_root ? " root=" : "",
           o.cfg.static_root ? o.cfg.static_root : "");

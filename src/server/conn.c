@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <duplex/http.h>
+#include <duplex/tls.h>
 
 #define PARTIAL_HEAD_MIN 1024
 
@@ -78,6 +79,8 @@ void dx__conn_destroy(dx_conn *c) {
   c->file_fd = -1;
   dx_ws_free(c->ws);
   c->ws = NULL;
+  dx_tls_free(c->tls);
+  c->tls = NULL;
   release_head(c);
   if (c->out) free(c->out);
   c->out = NULL;
@@ -93,6 +96,8 @@ void dx__conn_destroy(dx_conn *c) {
    * point at it (libuv/uSockets: close completes on the next turn). */
   if (dx_loop_defer(sl->loop, conn_free, c)) conn_free(c);
 }
+
+static size_t tls_pending(const dx_conn *c);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -130,7 +135,8 @@ dx_server *dx_conn_server(const dx_conn *c) {
   return c->sl->srv;
 }
 size_t dx_conn_buffered(const dx_conn *c) {
-  return c->ws ? dx_ws_buffered(c->ws) : c->out_len - c->out_off;
+  return (c->ws ? dx_ws_buffered(c->ws) : c->out_len - c->out_off) +
+         tls_pending(c);
 }
 
 /* ---- HTTP responses --------------------------------------------------------
@@ -486,11 +492,92 @@ static void feed_ws(dx_conn *c, uint8_t *p, size_t n) {
     dx__conn_mark_dirty(c);
 }
 
+/* ---- the socket, plain or TLS
+ * ------------------------------------------------- TLS is a filter
+ * (net/tls.c): plaintext goes in, ciphertext comes out of a buffer, and the
+ * same write path sends it. */
+
+/* Writes pending ciphertext. Returns 0 (all written or EAGAIN), -1 error. */
+static int flush_tls(dx_conn *c) {
+  const uint8_t *p;
+  size_t n;
+  while ((n = dx_tls_output(c->tls, &p)) > 0) {
+    ssize_t k = write(c->io.fd, p, n);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN ? 0 : -1;
+    }
+    DX__INC(c->sl, bytes_out, (uint64_t)k);
+    dx_tls_consume(c->tls, (size_t)k);
+    if ((size_t)k < n) return 0;
+  }
+  return 0;
+}
+
+/* Sends bytes: straight to the socket, or through TLS (which takes them
+ * all). Returns bytes taken (may be short on EAGAIN), or -1. */
+static ssize_t sock_send(dx_conn *c, const uint8_t *p, size_t n) {
+  if (c->tls) {
+    if (dx_tls_write(c->tls, p, n) < 0) return -1;
+    return flush_tls(c) < 0 ? -1 : (ssize_t)n;
+  }
+  for (;;) {
+    ssize_t k = write(c->io.fd, p, n);
+    if (k >= 0) {
+      DX__INC(c->sl, bytes_out, (uint64_t)k);
+      return k;
+    }
+    if (errno == EINTR) continue;
+    return errno == EAGAIN ? 0 : -1;
+  }
+}
+
+static size_t tls_pending(const dx_conn *c) {
+  const uint8_t *p;
+  return c->tls ? dx_tls_output(c->tls, &p) : 0;
+}
+
 /* ---- reading
  * ------------------------------------------------------------------ */
 
 static void start_linger(dx_conn *c);
 static int write_ws(dx_conn *c);
+
+static void dispatch(dx_conn *c, uint8_t *buf, size_t n) {
+  if (c->phase == DX__WS) {
+    feed_ws(c, buf, n);
+    /* Replies pile up while a fast peer keeps us reading: past the high
+     * watermark write them now, so a peer that reads keeps up and one that
+     * does not reaches the hard limit (dx_conn_send drops it) instead of
+     * growing the queue for a whole read burst. */
+    if (!c->dead && dx_conn_buffered(c) > cfg_of(c)->write_high &&
+        write_ws(c) < 0)
+      dx__conn_destroy(c);
+  } else if (c->phase != DX__LINGER) {
+    on_http_data(c, buf, n);
+  }
+}
+
+/* Feeds ciphertext and dispatches all plaintext it yields. */
+static void on_cipher(dx_conn *c, uint8_t *buf, size_t n, size_t cap) {
+  if (dx_tls_feed(c->tls, buf, n)) return dx__conn_destroy(c);
+  for (;;) {
+    int k = dx_tls_read(c->tls, buf, cap);
+    if (k > 0) {
+      dispatch(c, buf, (size_t)k);
+      if (c->dead || c->read_paused) return;
+      continue;
+    }
+    if (k == 0) break;
+    if (k == DX_ETLS) {
+      DX__INC(c->sl, rejected_http, 1);
+      dx__log(c->sl->srv, "tls", c, NULL, 0, 0, dx_tls_error(c->tls));
+      (void)flush_tls(c); /* the alert, if any */
+    }
+    return dx__conn_destroy(c);
+  }
+  if (tls_pending(c)) dx__conn_mark_dirty(c); /* handshake records */
+}
 
 static void on_readable(dx_conn *c) {
   size_t cap;
@@ -500,19 +587,10 @@ static void on_readable(dx_conn *c) {
     ssize_t n = read(c->io.fd, buf, cap);
     if (n > 0) {
       DX__INC(c->sl, bytes_in, (uint64_t)n);
-      if (c->phase == DX__WS) {
-        feed_ws(c, buf, (size_t)n);
-        /* Replies pile up while a fast peer keeps us reading: past the high
-         * watermark write them now, so a peer that reads keeps up and one
-         * that does not reaches the hard limit (dx_conn_send drops it)
-         * instead of growing the queue for a whole read burst. */
-        if (!c->dead && dx_ws_buffered(c->ws) > cfg_of(c)->write_high &&
-            write_ws(c) < 0)
-          return dx__conn_destroy(c);
-      } else if (c->phase == DX__LINGER)
-        continue; /* discard until EOF */
+      if (c->tls)
+        on_cipher(c, buf, (size_t)n, cap);
       else
-        on_http_data(c, buf, (size_t)n);
+        dispatch(c, buf, (size_t)n);
       if ((size_t)n < cap) return; /* drained; epoll (ET) will tell us */
       continue;
     }
@@ -535,19 +613,21 @@ static void start_linger(dx_conn *c) {
   if (c->phase == DX__LINGER) return;
   c->phase = DX__LINGER;
   c->t_close = dx__sl_now(c->sl);
+  if (c->tls) {
+    dx_tls_shutdown(c->tls);
+    (void)flush_tls(c);
+  }
   shutdown(c->io.fd, SHUT_WR);
 }
 
 static int write_ws(dx_conn *c) {
   const uint8_t *p;
   size_t n;
+  if (c->tls && flush_tls(c) < 0) return -1;
   while ((n = dx_ws_output(c->ws, &p)) > 0) {
-    ssize_t k = write(c->io.fd, p, n);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return errno == EAGAIN ? 0 : -1;
-    }
-    DX__INC(c->sl, bytes_out, (uint64_t)k);
+    if (c->tls && tls_pending(c)) return 0; /* kernel is full: wait */
+    ssize_t k = sock_send(c, p, n);
+    if (k < 0) return -1;
     dx_ws_consume(c->ws, (size_t)k);
     if ((size_t)k < n) return 0;
   }
@@ -556,7 +636,7 @@ static int write_ws(dx_conn *c) {
 
 static void after_ws_write(dx_conn *c) {
   const dx_server_config *cfg = cfg_of(c);
-  size_t b = dx_ws_buffered(c->ws);
+  size_t b = dx_conn_buffered(c);
   if (b > cfg->write_high) c->high = true;
   if (b == 0)
     c->t_stall = 0;
@@ -594,16 +674,25 @@ static void response_done(dx_conn *c) {
   }
 }
 
-static int write_http(dx_conn *c) {
-  while (c->out_off < c->out_len) {
-    ssize_t k = write(c->io.fd, c->out + c->out_off, c->out_len - c->out_off);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return errno == EAGAIN ? 0 : -1;
-    }
-    DX__INC(c->sl, bytes_out, (uint64_t)k);
-    c->out_off += (uint32_t)k;
+/* File body over TLS: no sendfile; read a chunk at a time while the TLS
+ * output is small, so memory stays bounded. */
+static int send_file_tls(dx_conn *c) {
+  size_t cap;
+  uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
+  if (cap > 65536) cap = 65536;
+  while (c->file_left && tls_pending(c) == 0) {
+    size_t want = c->file_left < cap ? (size_t)c->file_left : cap;
+    ssize_t k = pread(c->file_fd, buf, want, (off_t)c->file_off);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return -1; /* error, or the file shrank under us */
+    if (sock_send(c, buf, (size_t)k) < 0) return -1;
+    c->file_off += (uint64_t)k;
+    c->file_left -= (uint64_t)k;
   }
+  return 0;
+}
+
+static int send_file_plain(dx_conn *c) {
   while (c->file_left) {
     off_t off = (off_t)c->file_off;
     size_t chunk = c->file_left > (1u << 30) ? (1u << 30) : c->file_left;
@@ -617,6 +706,19 @@ static int write_http(dx_conn *c) {
     c->file_off = (uint64_t)off;
     c->file_left -= (uint64_t)k;
   }
+  return 0;
+}
+
+static int write_http(dx_conn *c) {
+  if (c->tls && flush_tls(c) < 0) return -1;
+  while (c->out_off < c->out_len) {
+    ssize_t k = sock_send(c, c->out + c->out_off, c->out_len - c->out_off);
+    if (k < 0) return -1;
+    if (k == 0) return 0;
+    c->out_off += (uint32_t)k;
+  }
+  if ((c->tls ? send_file_tls(c) : send_file_plain(c)) < 0) return -1;
+  if (c->file_left || tls_pending(c)) return 0; /* more when writable */
   if (c->file_fd >= 0) {
     close(c->file_fd);
     c->file_fd = -1;
@@ -631,7 +733,11 @@ static void flush_conn(dx_conn *c) {
     if (write_ws(c) < 0) return dx__conn_destroy(c);
     return after_ws_write(c);
   }
-  if (c->phase == DX__RESPOND && write_http(c) < 0) dx__conn_destroy(c);
+  if (c->phase == DX__RESPOND) {
+    if (write_http(c) < 0) dx__conn_destroy(c);
+  } else if (c->tls && flush_tls(c) < 0) {
+    dx__conn_destroy(c);
+  }
 }
 
 void dx__conn_flush_all(void *arg) {
@@ -648,7 +754,7 @@ static void on_io(dx_io *io, unsigned events) {
   dx_conn *c = (dx_conn *)io;
   if (events & (DX_IO_READ | DX_IO_HUP | DX_IO_ERROR)) on_readable(c);
   if (!c->dead && (events & DX_IO_WRITE) &&
-      (c->phase == DX__RESPOND || (c->ws && dx_ws_buffered(c->ws))))
+      (c->phase == DX__RESPOND || dx_conn_buffered(c)))
     dx__conn_mark_dirty(c);
 }
 
@@ -676,6 +782,13 @@ void dx__conn_accept(dx__sloop *sl, int fd, const struct sockaddr_storage *ss) {
     return;
   }
   if (dx_io_start(sl->loop, &c->io, fd, DX_IO_READ | DX_IO_WRITE, on_io)) {
+    dx__sl_unregister(sl, c);
+    close(fd);
+    free(c);
+    return;
+  }
+  if (sl->srv->tls_ctx && !(c->tls = dx__server_tls_new(sl->srv))) {
+    dx_io_stop(&c->io);
     dx__sl_unregister(sl, c);
     close(fd);
     free(c);

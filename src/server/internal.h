@@ -45,6 +45,7 @@ struct dx_conn {
   dx_conn *dirty_next;  /* pending flush this iteration */
   dx__route *route;
   dx_ws *ws;
+  struct dx_tls *tls;      /* NULL for plain TCP */
   const char *subprotocol; /* chosen, owned by the route policy */
   uint8_t *head;           /* unparsed request bytes, only while partial */
   uint32_t head_len, head_cap;
@@ -124,6 +125,9 @@ struct dx_server {
   atomic_int loops_running;
   atomic_size_t websockets;
   atomic_size_t deflate_used; /* bytes charged against deflate_budget */
+  struct dx_tls_ctx *tls_ctx; /* current; replaced on reload */
+  pthread_mutex_t tls_lock;   /* guards tls_ctx swaps against new conns */
+  char error[256];            /* why dx_server_start failed */
   /* per-IP WebSocket counts */
   pthread_mutex_t ip_lock;
   struct dx__ipcount *ips;
@@ -140,6 +144,7 @@ uint32_t dx__sl_now(const dx__sloop *sl);
 void dx__conn_mark_dirty(dx_conn *c);
 
 /* server.c */
+struct dx_tls *dx__server_tls_new(dx_server *srv);
 dx_conn *dx__sl_lookup(dx__sloop *sl, uint64_t id);
 int dx__sl_register(dx__sloop *sl, dx_conn *c);
 void dx__sl_unregister(dx__sloop *sl, dx_conn *c);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <duplex/http.h>
+#include <duplex/tls.h>
 
 static unsigned or_default(unsigned v, unsigned d) {
   return v ? v : d;
@@ -52,6 +53,7 @@ dx_server *dx_server_new(const dx_server_config *cfg) {
   apply_defaults(&srv->cfg);
   srv->shutdown_efd = -1;
   pthread_mutex_init(&srv->ip_lock, NULL);
+  pthread_mutex_init(&srv->tls_lock, NULL);
   if (cfg->static_root) {
     dx_static_config sc = {.root = cfg->static_root};
     srv->static_files = dx_static_new(&sc);
@@ -253,6 +255,12 @@ static void on_signal(dx_io *io, unsigned events) {
   dx__sloop *sl = (dx__sloop *)((char *)io - offsetof(dx__sloop, signal_io));
   struct signalfd_siginfo si;
   while (read(io->fd, &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGHUP) {
+      int rc = dx_server_reload_tls(sl->srv);
+      dx__log(sl->srv, "signal", NULL, NULL, 0, SIGHUP,
+              rc ? sl->srv->error : "TLS certificate reloaded");
+      continue;
+    }
     dx__log(sl->srv, "signal", NULL, NULL, 0, (int)si.ssi_signo,
             "graceful shutdown");
     dx_server_shutdown(sl->srv, 0);
@@ -311,8 +319,51 @@ static int loop_init(dx_server *srv, dx__sloop *sl, int index) {
   return dx_timer_start(sl->loop, &sl->sweep, tick, tick, on_sweep);
 }
 
+/* ---- TLS -------------------------------------------------------------- */
+
+static dx_tls_ctx *load_tls(dx_server *srv) {
+  dx_tls_ctx_config tc = {.server = true,
+                          .cert_file = srv->cfg.tls_cert,
+                          .key_file = srv->cfg.tls_key,
+                          .alpn = "http/1.1"};
+  char err[200];
+  dx_tls_ctx *ctx = dx_tls_ctx_new(&tc, err, sizeof err);
+  if (!ctx) snprintf(srv->error, sizeof srv->error, "TLS: %s", err);
+  return ctx;
+}
+
+int dx_server_reload_tls(dx_server *srv) {
+  if (!srv->cfg.tls_cert) return DX_ESTATE;
+  dx_tls_ctx *ctx = load_tls(srv);
+  if (!ctx) return DX_ETLS;
+  pthread_mutex_lock(&srv->tls_lock);
+  dx_tls_ctx *old = srv->tls_ctx;
+  srv->tls_ctx = ctx;
+  pthread_mutex_unlock(&srv->tls_lock);
+  dx_tls_ctx_unref(old); /* open connections hold their own references */
+  return 0;
+}
+
+dx_tls *dx__server_tls_new(dx_server *srv) {
+  pthread_mutex_lock(&srv->tls_lock);
+  dx_tls *t = dx_tls_new(srv->tls_ctx, NULL);
+  pthread_mutex_unlock(&srv->tls_lock);
+  return t;
+}
+
+const char *dx_server_error(const dx_server *srv) {
+  return srv->error;
+}
+
 int dx_server_start(dx_server *srv) {
   if (srv->started) return 0;
+  if ((srv->cfg.tls_cert != NULL) != (srv->cfg.tls_key != NULL) &&
+      !srv->cfg.tls_cert) {
+    snprintf(srv->error, sizeof srv->error, "TLS: a key needs a certificate");
+    return DX_EINVAL;
+  }
+  if (srv->cfg.tls_cert && !srv->tls_ctx && !(srv->tls_ctx = load_tls(srv)))
+    return DX_ETLS;
   srv->port = srv->cfg.port;
   srv->shutdown_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (srv->shutdown_efd < 0) return -errno;
@@ -348,6 +399,7 @@ int dx_server_run(dx_server *srv) {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    if (srv->cfg.tls_cert) sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (sfd >= 0)
@@ -406,6 +458,8 @@ void dx_server_free(dx_server *srv) {
   free(srv->routes);
   if (srv->static_files) dx_static_free(srv->static_files);
   if (srv->shutdown_efd >= 0) close(srv->shutdown_efd);
+  dx_tls_ctx_unref(srv->tls_ctx);
+  pthread_mutex_destroy(&srv->tls_lock);
   free(srv->ips);
   pthread_mutex_destroy(&srv->ip_lock);
   free(srv);
