@@ -13,7 +13,21 @@
  *
  * Every function is LOOP-THREAD ONLY. Handlers run on the loop thread; a
  * handler may call any dx_client_* function, including dx_client_free (the
- * memory is released after the loop iteration).
+ * memory is released after the loop iteration). No handler ever runs inside
+ * a dx_client_* call: dx_client_connect starts from the loop, so even a
+ * connect refused at once is reported by on_error from the loop.
+ *
+ * Writes are batched: dx_client_send queues the frame and the loop's flush
+ * hook (one per connected client) writes everything queued at the end of
+ * the iteration, one send(2) per client and iteration. What the socket does
+ * not take waits for EPOLLOUT; dx_client_buffered counts it.
+ *
+ * Events, in order, for one connection: on_open; on_message/on_pong ...;
+ * then on_close exactly once (after on_error when it broke). An attempt
+ * that fails before opening gives on_error only. Inside on_error and
+ * on_close, dx_client_state() tells what follows: CONNECTING when a
+ * reconnection is scheduled (on_reconnect comes next), CLOSED when it is
+ * final (CLOSING inside the on_error that precedes an on_close).
  */
 #ifndef DUPLEX_CLIENT_H
 #define DUPLEX_CLIENT_H
@@ -40,7 +54,10 @@ typedef struct dx_client_error {
 typedef struct dx_client_config {
   const char *url; /* ws://host[:port]/path?query or wss://...; IPv6 as
                       [::1]; copied */
-  /* Extra request headers, "Name: value" each, NULL-terminated (copied). */
+  /* Extra request headers, "Name: value" each, NULL-terminated (copied).
+   * Host, Upgrade, Connection, Origin and Sec-WebSocket-* are written by
+   * the handshake (use origin/subprotocols/deflate): dx_client_new rejects
+   * them (EINVAL), as it rejects a header without a name or with CR/LF. */
   const char *const *headers;
   const char *origin;                 /* NULL: none */
   const char *const *subprotocols;    /* offered, NULL-terminated */
@@ -48,17 +65,28 @@ typedef struct dx_client_config {
   size_t max_message;                 /* 0: 16 MiB */
 
   /* TLS (wss://): the system trust store, unless ca_file; insecure turns
-   * verification off entirely. */
+   * verification off entirely. The URL's host is sent in SNI (unless an IP
+   * literal) and checked against the certificate; ALPN offers http/1.1. A
+   * CA file that cannot be loaded fails every attempt (no reconnection). */
   const char *ca_file;
   bool insecure;
 
   unsigned connect_timeout_ms;   /* TCP (+ DNS); 0: 10 s */
   unsigned handshake_timeout_ms; /* TLS + HTTP upgrade; 0: 10 s */
+  /* After dx_client_close (or the server's close frame), how long to wait
+   * for the closing handshake and the server's TCP close before dropping
+   * the connection (RFC 6455 7.1.1: the server closes TCP first); 0: 5 s. */
+  unsigned close_timeout_ms;
+  /* Keepalive: a ping every this many ms while OPEN; when nothing at all
+   * (pong or data) arrived by the next one, the connection is considered
+   * lost (on_error DX_ETIMEDOUT, on_close 1006, reconnection). 0: off. */
+  unsigned ping_interval_ms;
 
-  /* Reconnection after a connection is lost or an attempt fails. Not after
-   * a close the application asked for (dx_client_close), nor after a 4xx
-   * answer other than 408/429. Delay for attempt n (1-based): a uniformly
-   * random value in [0, min(max, base * 2^(n-1))] ("full jitter"). */
+  /* Reconnection after a connection is lost or closed by the server (a
+   * 1001 on restart, say), or an attempt fails. Not after a close the
+   * application asked for (dx_client_close), nor after a 4xx answer other
+   * than 408/429. Delay for attempt n (1-based): a uniformly random value
+   * in [0, min(max, base * 2^(n-1))] ("full jitter"), from RAND_bytes. */
   bool reconnect;
   unsigned backoff_base_ms; /* 0: 500 ms */
   unsigned backoff_max_ms;  /* 0: 30 s */
@@ -81,7 +109,10 @@ typedef struct dx_client_config {
   void (*on_reconnect)(dx_client *c, unsigned attempt, unsigned delay_ms,
                        void *ud);
   void (*on_pong)(dx_client *c, const uint8_t *data, size_t len, void *ud);
-  /* Buffered amount fell to zero after being above 0 (writes drained). */
+  /* The socket was full (a write could not complete at once) and the
+   * backlog has now been written: dx_client_buffered() is 0 again. Like
+   * Node's 'drain': a producer pauses while buffered is high and resumes
+   * here. */
   void (*on_drain)(dx_client *c, void *ud);
   void *ud;
 } dx_client_config;
@@ -90,17 +121,29 @@ typedef struct dx_client_config {
  * Returns NULL on ENOMEM or a bad URL (errno EINVAL). */
 DX_API dx_client *dx_client_new(dx_loop *loop, const dx_client_config *cfg);
 
-/* Starts connecting (resolve without blocking the loop, TCP, TLS, upgrade).
- * Returns 0, DX_ESTATE (already connecting/open). */
+/* Starts connecting (resolve without blocking the loop, TCP, TLS, upgrade),
+ * from the next loop iteration. Host names are resolved by getaddrinfo on
+ * a short-lived detached thread; IP literals are used directly. Each
+ * address is tried in order until one connects. A non-101 answer fails the
+ * attempt with http_status set (redirects are reported, not followed).
+ * Returns 0, DX_ESTATE (already connecting/open/closing), DX_ENOMEM. */
 DX_API int dx_client_connect(dx_client *c);
 
 /* readyState: CONNECTING, OPEN, CLOSING, CLOSED (also while waiting for a
  * reconnection: CONNECTING). */
 DX_API dx_ready_state dx_client_state(const dx_client *c);
 
-/* Queue a message, a ping, or start the closing handshake (code 0: none).
- * Returns 0, DX_ESTATE (not open), DX_ECLOSED, DX_EUTF8, DX_EINVAL,
- * DX_ENOMEM. dx_client_close also cancels reconnection. */
+/* Queue a message (DX_OP_TEXT or DX_OP_BINARY; the data is copied), a ping,
+ * or start the closing handshake (code 0: none; a reason needs a code).
+ * Returns 0, DX_ESTATE (still connecting), DX_ECLOSED (closing or closed),
+ * DX_EUTF8, DX_EINVAL (other opcode, reason over 123 bytes, ping payload
+ * over 125), DX_ECLOSECODE, DX_ENOMEM.
+ * dx_client_close also cancels reconnection for good (until the next
+ * dx_client_connect). While OPEN it sends the close frame and the state
+ * becomes CLOSING; on_close follows when the handshake ends (or after
+ * close_timeout_ms). Before the connection opened (resolving, connecting,
+ * handshaking, waiting to reconnect) it abandons the attempt quietly: the
+ * state is CLOSED at once and no handler runs. */
 DX_API int dx_client_send(dx_client *c, dx_opcode op, const void *data,
                           size_t len);
 DX_API int dx_client_ping(dx_client *c, const void *data, size_t len);
