@@ -4,11 +4,14 @@
 #include <stdio.h>
 #include <string.h>
 
+int app_connect(int argc, char **argv); /* connect.c */
+
 static void usage(FILE *f) {
   fputs("usage: duplex <command> [options]\n"
         "\n"
         "commands:\n"
         "  serve     serve static files and WebSocket endpoints on one port\n"
+        "  connect   a WebSocket client: stdin lines out, messages to stdout\n"
         "  version   print the version\n"
         "\n"
         "Run 'duplex <command> --help' for a command's options.\n",
@@ -22,6 +25,7 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1];
   if (strcmp(cmd, "serve") == 0) return app_serve(argc - 1, argv + 1);
+  if (strcmp(cmd, "connect") == 0) return app_connect(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("duplex %s\n", DX_VERSION_STRING);
     return 0;
