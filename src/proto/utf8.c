@@ -193,7 +193,7 @@ static inline uint64_t run_dfa_block(uint64_t st, const uint8_t *p) {
 
 bool dx_utf8_feed(uint32_t *state, const uint8_t *data, size_t len) {
   uint64_t st = *state;
-  const uint8_t *p = data, *end = data + len;
+  const uint8_t *p = data, *end = len ? data + len : data; /* NULL + 0 is UB */
 
   /* Anything that is not one of our states (a caller's uninitialised
    * variable) is refused rather than trusted. */

@@ -22,7 +22,7 @@ static inline bool is_control(unsigned op) {
  * SIMD mask and UTF-8 routines costs more than the work. Below this size
  * one fused pass unmasks and checks for ASCII (the common case), and only
  * non-ASCII text goes to the full validator. */
-#define SHORT_PAYLOAD 64
+#define SHORT_PAYLOAD 126
 
 static inline uint64_t ascii_bits(uint64_t w) {
   return w & 0x8080808080808080ull;
@@ -190,7 +190,32 @@ static int send_data_frame(dx_ws *ws, dx_opcode op, const void *data,
   return dx__ws_write_frame(ws, op, fin, false, data, len);
 }
 
+/* Server frames of a 7-bit length, uncompressed: header and payload go
+ * straight into the kept output buffer. */
+static inline int send_short_server(dx_ws *ws, dx_opcode op, const void *data,
+                                    size_t len) {
+  if (ws->out.cap - ws->out.len < 2 + len) {
+    int rc = dx__buf_reserve(&ws->out, dx__ws_alloc(ws), 2 + len);
+    if (rc) return rc == DX_ETOOBIG ? DX_ENOMEM : rc;
+  }
+  uint8_t *dst = ws->out.data + ws->out.len;
+  dst[0] = (uint8_t)(0x80 | op);
+  dst[1] = (uint8_t)len;
+  if (len) memcpy(dst + 2, data, len);
+  if (op == DX_OP_TEXT && !(ws->cfg->flags & DX_WS_TRUST_OUTGOING_TEXT) &&
+      !short_unmask_ascii(dst + 2, len, NULL) && !dx_utf8_valid(dst + 2, len))
+    return DX_EUTF8; /* not committed: out.len unchanged */
+  ws->out.len += 2 + len;
+  return 0;
+}
+
 int dx_ws_send(dx_ws *ws, dx_opcode op, const void *data, size_t len) {
+  if (len < 126 && ws->role == DX_ROLE_SERVER && ws->ready == DX_OPEN &&
+      !ws->close_sent && !ws->err && !ws->send_op &&
+      (op == DX_OP_TEXT || op == DX_OP_BINARY) &&
+      (!ws->pmd.enabled ||
+       len < limit_or(ws->cfg->compress_min, DX_DEFAULT_COMPRESS_MIN)))
+    return send_short_server(ws, op, data, len);
   int rc = check_can_send(ws);
   if (rc) return rc;
   if (op != DX_OP_TEXT && op != DX_OP_BINARY) return DX_EINVAL;
@@ -503,7 +528,7 @@ static int append_piece(dx_ws *ws, uint8_t *p, size_t n, bool last) {
     if (rc) return rc;
   }
   /* Validate as bytes arrive so an invalid text fails fast (6.1, 8.1). */
-  if (ws->msg_op == DX_OP_TEXT &&
+  if (ws->msg_op == DX_OP_TEXT && ws->msg.len > before &&
       !dx_utf8_feed(&ws->utf8, ws->msg.data + before, ws->msg.len - before))
     return DX_EUTF8;
   return 0;
@@ -577,8 +602,47 @@ static int step(dx_ws *ws, dx_ws_event *ev) {
   }
 }
 
+/*
+ * The fast lane: a whole, unfragmented, uncompressed data frame with a 7-bit
+ * length at the front of the input, and nothing else in flight. That is
+ * nearly every message of real-time traffic; it is parsed and delivered
+ * here without the general state machine. Returns 1 (event), 0 (not this
+ * case: take the general path) or a negative error.
+ */
+static inline int fast_lane(dx_ws *ws, dx_ws_event *ev) {
+  size_t avail = (size_t)(ws->in_end - ws->in);
+  if (avail < 2) return 0;
+  uint8_t b0 = ws->in[0], b1 = ws->in[1];
+  unsigned op = b0 & 0x0f;
+  if ((b0 & 0xf0) != 0x80 || (op != DX_OP_TEXT && op != DX_OP_BINARY)) return 0;
+  bool masked = b1 & 0x80;
+  size_t len = b1 & 0x7f;
+  if (len >= 126 || masked != (ws->role == DX_ROLE_SERVER)) return 0;
+  size_t hl = masked ? 6 : 2;
+  if (avail < hl + len || len > ws->max_message || len > ws->max_frame)
+    return 0; /* the general path reports the limit */
+  uint8_t *p = ws->in + hl;
+  bool ascii = short_unmask_ascii(p, len, masked ? ws->in + 2 : NULL);
+  ws->in += hl + len;
+  if (op == DX_OP_TEXT && !ascii && !dx_utf8_valid(p, len)) return DX_EUTF8;
+  ev->type = op == DX_OP_TEXT ? DX_EV_TEXT : DX_EV_BINARY;
+  ev->data = p;
+  ev->len = len;
+  ev->close_code = 0;
+  return 1;
+}
+
 int dx_ws_next(dx_ws *ws, dx_ws_event *ev) {
   if (ws->err) return ws->err;
+  if (ws->pstate == DX__P_HEADER && ws->hdr_len == 0 && !ws->msg_op &&
+      !ws->msg.data && !ws->ctl && ws->ready == DX_OPEN) {
+    if (ws->in == ws->in_end) {
+      ws->in = ws->in_end = NULL;
+      return DX_EAGAIN;
+    }
+    int rc = fast_lane(ws, ev);
+    if (rc) return rc < 0 ? fail(ws, rc) : 1;
+  }
   release(ws);
   if (ws->ready == DX_CONNECTING) return DX_ESTATE;
   if (ws->close_rcvd || ws->ready == DX_CLOSED) {
