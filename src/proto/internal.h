@@ -99,8 +99,6 @@ struct dx_ws {
   uint8_t *in;
   uint8_t *in_end;
   uint64_t remaining; /* payload bytes left in the current frame */
-  size_t max_message;
-  size_t max_frame;
   uint32_t utf8;      /* incremental validator state of the text message */
   int err;            /* sticky fatal error */
   uint8_t ready;      /* dx_ready_state */

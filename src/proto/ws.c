@@ -39,12 +39,23 @@ static inline bool short_unmask_ascii(uint8_t *p, size_t n,
     k = (uint64_t)k32 << 32 | k32;
   }
   size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+  for (; i + 16 <= n; i += 16) {
+    uint64_t w0, w1;
+    memcpy(&w0, p + i, 8);
+    memcpy(&w1, p + i + 8, 8);
+    w0 ^= k;
+    w1 ^= k;
+    memcpy(p + i, &w0, 8);
+    memcpy(p + i + 8, &w1, 8);
+    acc |= w0 | w1;
+  }
+  if (i + 8 <= n) {
     uint64_t w;
     memcpy(&w, p + i, 8);
     w ^= k;
     memcpy(p + i, &w, 8);
     acc |= w;
+    i += 8;
   }
   for (; i < n; i++) {
     if (key) p[i] ^= key[i & 3];
@@ -63,22 +74,31 @@ static size_t limit_or(size_t v, size_t dflt) {
   return v ? v : dflt;
 }
 
-dx_ws *dx_ws_new(const dx_ws_config *cfg) {
-  dx_ws *ws = dx__alloc(&cfg->alloc, sizeof *ws);
-  if (!ws) return NULL;
+/* Limits live in the shared config, not in every engine: an idle
+ * connection should cost as little as possible. */
+static inline size_t max_message(const dx_ws *ws) {
+  return limit_or(ws->cfg->max_message, DX_DEFAULT_MAX_MESSAGE);
+}
+
+/* No frame limit by default: the message limit already bounds memory
+ * (before allocation when uncompressed, after inflation when compressed),
+ * and a compressed frame may legitimately be larger than its message. */
+static inline size_t max_frame(const dx_ws *ws) {
+  return limit_or(ws->cfg->max_frame, SIZE_MAX);
+}
+
+size_t dx_ws_sizeof(void) {
+  return (sizeof(dx_ws) + 15) & ~(size_t)15;
+}
+
+void dx_ws_init(dx_ws *ws, const dx_ws_config *cfg) {
   memset(ws, 0, sizeof *ws);
   ws->cfg = cfg;
   ws->role = (uint8_t)cfg->role;
   ws->ready = DX_CONNECTING;
-  ws->max_message = limit_or(cfg->max_message, DX_DEFAULT_MAX_MESSAGE);
-  /* No frame limit by default: the message limit already bounds memory
-   * (before allocation when uncompressed, after inflation when compressed),
-   * and a compressed frame may legitimately be larger than its message. */
-  ws->max_frame = limit_or(cfg->max_frame, SIZE_MAX);
-  return ws;
 }
 
-void dx_ws_free(dx_ws *ws) {
+void dx_ws_cleanup(dx_ws *ws) {
   if (!ws) return;
   const dx_allocator *a = dx__ws_alloc(ws);
   dx__client_hs_free(ws);
@@ -86,7 +106,20 @@ void dx_ws_free(dx_ws *ws) {
   dx__buf_free(&ws->msg, a);
   dx__buf_free(&ws->out, a);
   dx__free(a, ws->ctl, 125);
-  dx__free(a, ws, sizeof *ws);
+  ws->z = NULL;
+  ws->ctl = NULL;
+}
+
+dx_ws *dx_ws_new(const dx_ws_config *cfg) {
+  dx_ws *ws = dx__alloc(&cfg->alloc, sizeof *ws);
+  if (ws) dx_ws_init(ws, cfg);
+  return ws;
+}
+
+void dx_ws_free(dx_ws *ws) {
+  if (!ws) return;
+  dx_ws_cleanup(ws);
+  dx__free(dx__ws_alloc(ws), ws, sizeof *ws);
 }
 
 static bool window_ok(uint8_t bits) {
@@ -393,10 +426,10 @@ static int parse_header(dx_ws *ws, const uint8_t *h) {
   ws->rsv1 = (h[0] & 0x40) != 0;
   if (is_control(ws->opcode)) {
     if (len > 125) return DX_EPROTO;
-  } else if (len > ws->max_frame) {
+  } else if (len > max_frame(ws)) {
     return DX_ETOOBIG;
   } else if (!ws->msg_z && !(ws->opcode != DX_OP_CONT && ws->rsv1) &&
-             len > ws->max_message -
+             len > max_message(ws) -
                        (ws->opcode == DX_OP_CONT ? ws->msg.len : 0)) {
     /* Uncompressed: the limit is known before a byte of payload arrives. */
     return DX_ETOOBIG;
@@ -521,7 +554,7 @@ static int append_piece(dx_ws *ws, uint8_t *p, size_t n, bool last) {
   size_t before = ws->msg.len;
   int rc;
   if (ws->msg_z) {
-    rc = dx__pmd_inflate(ws->z, p, n, last, &ws->msg, ws->max_message);
+    rc = dx__pmd_inflate(ws->z, p, n, last, &ws->msg, max_message(ws));
     if (rc) return rc;
   } else {
     rc = dx__buf_append(&ws->msg, dx__ws_alloc(ws), p, n);
@@ -619,7 +652,7 @@ static inline int fast_lane(dx_ws *ws, dx_ws_event *ev) {
   size_t len = b1 & 0x7f;
   if (len >= 126 || masked != (ws->role == DX_ROLE_SERVER)) return 0;
   size_t hl = masked ? 6 : 2;
-  if (avail < hl + len || len > ws->max_message || len > ws->max_frame)
+  if (avail < hl + len || len > max_message(ws) || len > max_frame(ws))
     return 0; /* the general path reports the limit */
   uint8_t *p = ws->in + hl;
   bool ascii = short_unmask_ascii(p, len, masked ? ws->in + 2 : NULL);

@@ -77,7 +77,7 @@ void dx__conn_destroy(dx_conn *c) {
   close(c->io.fd);
   if (c->file_fd >= 0) close(c->file_fd);
   c->file_fd = -1;
-  dx_ws_free(c->ws);
+  dx_ws_cleanup(c->ws);
   c->ws = NULL;
   dx_tls_free(c->tls);
   c->tls = NULL;
@@ -268,8 +268,10 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
                     "rejected by the endpoint", NULL);
     }
   }
-  c->ws = dx_ws_new(&c->sl->ws_cfgs[r - srv->routes]);
-  if (!c->ws) return dx__conn_destroy(c);
+  /* The engine lives in the connection's own block (see dx__conn_accept). */
+  c->ws = (dx_ws *)(c->user + c->user_room);
+  dx_ws_init(c->ws, &c->sl->ws_cfgs[r - srv->routes]);
+  c->fresh = true;
   c->route = r;
   atomic_fetch_add(&r->count, 1);
   atomic_fetch_add(&srv->websockets, 1);
@@ -550,7 +552,8 @@ static void dispatch(dx_conn *c, uint8_t *buf, size_t n) {
      * watermark write them now, so a peer that reads keeps up and one that
      * does not reaches the hard limit (dx_conn_send drops it) instead of
      * growing the queue for a whole read burst. */
-    if (!c->dead && dx_conn_buffered(c) > cfg_of(c)->write_high &&
+    if (!c->dead &&
+        dx_ws_buffered(c->ws) + tls_pending(c) > cfg_of(c)->write_high &&
         write_ws(c) < 0)
       dx__conn_destroy(c);
   } else if (c->phase != DX__LINGER) {
@@ -623,9 +626,22 @@ static void start_linger(dx_conn *c) {
 static int write_ws(dx_conn *c) {
   const uint8_t *p;
   size_t n;
-  if (c->tls && flush_tls(c) < 0) return -1;
+  if (!c->tls) {
+    while ((n = dx_ws_output(c->ws, &p)) > 0) {
+      ssize_t k = write(c->io.fd, p, n);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        return errno == EAGAIN ? 0 : -1;
+      }
+      DX__INC(c->sl, bytes_out, (uint64_t)k);
+      dx_ws_consume(c->ws, (size_t)k);
+      if ((size_t)k < n) return 0;
+    }
+    return 0;
+  }
+  if (flush_tls(c) < 0) return -1;
   while ((n = dx_ws_output(c->ws, &p)) > 0) {
-    if (c->tls && tls_pending(c)) return 0; /* kernel is full: wait */
+    if (tls_pending(c)) return 0; /* the kernel is full: wait */
     ssize_t k = sock_send(c, p, n);
     if (k < 0) return -1;
     dx_ws_consume(c->ws, (size_t)k);
@@ -635,8 +651,15 @@ static int write_ws(dx_conn *c) {
 }
 
 static void after_ws_write(dx_conn *c) {
-  const dx_server_config *cfg = cfg_of(c);
   size_t b = dx_conn_buffered(c);
+  if (b == 0 && c->fresh) {
+    /* The 101 is out; most connections then sit idle: keep no buffer. */
+    c->fresh = false;
+    dx_ws_trim(c->ws);
+  }
+  if (b == 0 && !c->high && !c->t_stall && dx_ws_state(c->ws) == DX_OPEN)
+    return; /* the common case: everything written */
+  const dx_server_config *cfg = cfg_of(c);
   if (b > cfg->write_high) c->high = true;
   if (b == 0)
     c->t_stall = 0;
@@ -766,13 +789,17 @@ void dx__conn_accept(dx__sloop *sl, int fd, const struct sockaddr_storage *ss) {
   for (size_t i = 0; i < sl->srv->nroutes; i++)
     if (sl->srv->routes[i].r.user_size > usz)
       usz = sl->srv->routes[i].r.user_size;
-  dx_conn *c = calloc(1, sizeof *c + usz);
+  /* One block: the connection, the routes' user data, then the engine,
+   * so an idle WebSocket costs one allocation. */
+  usz = (usz + 15) & ~(size_t)15;
+  dx_conn *c = calloc(1, sizeof *c + usz + dx_ws_sizeof());
   if (!c) {
     close(fd);
     return;
   }
   /* TCP_NODELAY is inherited from the listener (net/tcp.c). */
   c->sl = sl;
+  c->user_room = (uint32_t)usz;
   c->file_fd = -1;
   c->first_request = true;
   set_peer(c, ss);

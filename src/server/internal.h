@@ -26,10 +26,14 @@ typedef struct dx__counters {
 
 #define DX__STAT(sl, field)                                                    \
   (sl)->stats.v[offsetof(dx_server_stats, field) / sizeof(uint64_t)]
+/* One writer per counter (the owning loop), so a relaxed load and store is
+ * enough: no locked read-modify-write on the hot path. */
 #define DX__INC(sl, field, n)                                                  \
-  atomic_fetch_add_explicit(&DX__STAT(sl, field), (n), memory_order_relaxed)
-#define DX__DEC(sl, field)                                                     \
-  atomic_fetch_sub_explicit(&DX__STAT(sl, field), 1, memory_order_relaxed)
+  atomic_store_explicit(                                                       \
+      &DX__STAT(sl, field),                                                    \
+      atomic_load_explicit(&DX__STAT(sl, field), memory_order_relaxed) + (n),  \
+      memory_order_relaxed)
+#define DX__DEC(sl, field) DX__INC(sl, field, (uint64_t)-1)
 
 enum dx__phase {
   DX__HTTP = 0, /* reading a request head */
@@ -53,6 +57,7 @@ struct dx_conn {
   uint32_t out_len, out_off;
   int file_fd;
   uint32_t slot;
+  uint32_t user_room; /* bytes reserved for user data before the engine */
   uint64_t file_off, file_left;
   uint64_t id;
   /* Milliseconds since the loop started. */
@@ -76,6 +81,7 @@ struct dx_conn {
   bool read_paused : 1;
   bool first_request : 1;
   bool deflate_charged : 1;
+  bool fresh : 1; /* upgraded; trim the output once the 101 is out */
   /* user data follows, aligned */
   _Alignas(16) unsigned char user[];
 };
