@@ -733,6 +733,12 @@ static void on_head_input(dx_client *c, const uint8_t *p, size_t n) {
   memcpy(h + c->head_len, p, n);
   c->head = h;
   c->head_len += n;
+  /* A TLS record (alert 0x15, handshake 0x16) never starts an HTTP
+   * response: say what is wrong rather than "malformed". */
+  if (!c->url.tls && (h[0] == 0x15 || h[0] == 0x16))
+    return fail_attempt(c, DX_EHANDSHAKE, 0,
+                        "%s answered in TLS: is it a wss:// port?",
+                        c->hostport);
   dx_header hdrs[MAX_RESPONSE_HEADERS];
   dx_http_response r = {.headers = hdrs, .num_headers = MAX_RESPONSE_HEADERS};
   int rc = dx_http_parse_response(c->head, c->head_len, &r, NULL);
@@ -841,6 +847,11 @@ static void on_eof(dx_client *c, int err) {
                           "connection to %s lost during the "
                           "handshake: %s",
                           c->hostport, dx_strerror(err));
+    if (!c->url.tls && c->head_len == 0)
+      return fail_attempt(c, DX_EHANDSHAKE, 0,
+                          "%s closed the connection without answering the "
+                          "upgrade (a TLS port? try wss://)",
+                          c->hostport);
     return fail_attempt(c, DX_EHANDSHAKE, 0,
                         "%s closed the connection during the handshake",
                         c->hostport);

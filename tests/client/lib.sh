@@ -25,7 +25,7 @@ cl_cleanup() {
   for pid in "${CL_PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
   done
-  [[ -n "${CL_TMP:-}" && -d "$CL_TMP" ]] && rm -rf "$CL_TMP"
+  [[ -n "${CL_TMP:-}" && -d "$CL_TMP" && -z "${CL_KEEP:-}" ]] && rm -rf "$CL_TMP"
   return 0
 }
 

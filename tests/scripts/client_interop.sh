@@ -111,6 +111,9 @@ fi
 if cl_run N.timeout 5 - --count 1 --timeout 1 "$nws/silent"; then
   cl_err_has N.timeout "^duplex connect: timed out after 1 s$"
 fi
+# Keepalive pings are answered (the server's pongs show with -v).
+cl_run N.ping 5 - -v --ping-interval 100ms --count 1 --timeout 1 \
+  "$nws/silent" && cl_err_has N.ping "pong \(0 bytes\)"
 cl_run N.localhost 0 "$CL_TMP/lines.txt" "ws://localhost:$N_PORT/echo" &&
   cl_out N.localhost "$want_lines"
 

@@ -465,6 +465,7 @@ typedef struct raw_peer {
   dx_io lio;
   dx_io cio;
   const char *answer;
+  bool accept_mute; /* answer 101, then never a byte */
   int accepted;
   char req[4096];
   size_t req_len;
@@ -479,6 +480,21 @@ static void raw_conn_io(dx_io *io, unsigned ev) {
     if (n <= 0) break;
     p->req_len += (size_t)n;
     p->req[p->req_len] = 0;
+  }
+  if (strstr(p->req, "\r\n\r\n") && p->accept_mute) {
+    /* A valid 101, then silence: no pongs, no close frame. */
+    const char *k = strstr(p->req, "Sec-WebSocket-Key: ");
+    char acc[29], resp[256];
+    if (!k || dx_ws_accept_key(k + 19, 24, acc)) return;
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "
+                     "websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n\r\n",
+                     acc);
+    ssize_t w = write(io->fd, resp, (size_t)n);
+    (void)w;
+    p->accept_mute = false;
+    return;
   }
   if (strstr(p->req, "\r\n\r\n") && p->answer) {
     ssize_t w = write(io->fd, p->answer, strlen(p->answer));
@@ -594,6 +610,54 @@ static void test_handshake_timeout(void) {
   }
   raw_stop(&peer);
   dx_loop_free(loop);
+}
+
+/* A peer that accepts the upgrade and then goes silent: the keepalive
+ * finds it dead; a closing handshake it never answers ends by the close
+ * timeout, not clean. */
+static void test_silent_peer(void) {
+  for (int mode = 0; mode < 2; mode++) {
+    dx_loop *loop = dx_loop_new(NULL);
+    raw_peer peer = {.accept_mute = true};
+    int port = raw_start(loop, &peer);
+    rec r = {.loop = loop};
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/", port);
+    dx_client_config cfg = base_cfg(url, &r);
+    if (mode == 0)
+      cfg.ping_interval_ms = 100;
+    else
+      cfg.close_timeout_ms = 200;
+    dx_client *c = dx_client_new(loop, &cfg);
+    CHECK_INT(dx_client_connect(c), 0);
+    for (int i = 0; i < 100 && r.opens == 0; i++)
+      dx_loop_run_once(loop, 50);
+    CHECK_INT(r.opens, 1);
+    uint64_t t0 = dx_loop_now(loop);
+    if (mode == 1) CHECK_INT(dx_client_close(c, 1000, NULL), 0);
+    if (mode == 1) CHECK_INT(dx_client_state(c), DX_CLOSING);
+    for (int i = 0; i < 100 && r.closes == 0; i++)
+      dx_loop_run_once(loop, 50);
+    uint64_t took = dx_loop_now(loop) - t0;
+    CHECK_INT(r.closes, 1);
+    CHECK_INT(r.close_code, DX_CLOSE_ABNORMAL);
+    CHECK(!r.clean);
+    CHECK(took >= 150 && took < 2000);
+    if (mode == 0) {
+      CHECK_INT(r.errors, 1);
+      CHECK_INT(r.last_err, DX_ETIMEDOUT);
+      CHECK(strstr(r.last_msg, "no pong") != NULL);
+    } else {
+      CHECK_INT(r.errors, 0);
+    }
+    dx_client_free(c);
+    if (peer.cio.loop) {
+      dx_io_stop(&peer.cio);
+      close(peer.cio.fd);
+    }
+    raw_stop(&peer);
+    dx_loop_free(loop);
+  }
 }
 
 /* ---- against dx_server --------------------------------------------------- */
@@ -746,6 +810,7 @@ int main(void) {
   RUN(test_reconnect_attempts);
   RUN(test_http_answers);
   RUN(test_handshake_timeout);
+  RUN(test_silent_peer);
   RUN(test_against_server);
   return CHECK_DONE();
 }
