@@ -537,15 +537,15 @@ static void on_error(dx_client *c, const dx_client_error *e, void *ud) {
   cx *x = ud;
   dx_ready_state st = dx_client_state(c);
   if (is_protocol_error(e->err)) x->protocol_error = true;
-  if (st == DX_CONNECTING) {
-    /* Printed with the reconnection that follows, as one line. */
+  if (st != DX_CLOSED) {
+    /* A reconnection (CONNECTING) or on_close (CLOSING) follows: the
+     * message goes out with it, as one line. */
     snprintf(x->pending, sizeof x->pending, "%s", e->message);
     return;
   }
-  /* The final failure (CLOSED), or a broken connection (CLOSING, on_close
-   * follows): one line, even with -q. */
+  /* The final failure: one line, even with -q. */
   fprintf(stderr, "duplex connect: %s\n", e->message);
-  if (st == DX_CLOSED) finish(x, CX_CONNECT);
+  finish(x, CX_CONNECT);
 }
 
 static bool normal_code(unsigned code) {
@@ -562,19 +562,23 @@ static void on_close(dx_client *c, uint16_t code, const char *reason,
              reason);
   else
     snprintf(what, sizeof what, "code %u", code);
-  bool again = dx_client_state(c) == DX_CONNECTING;
-  if (again) {
-    snprintf(x->pending, sizeof x->pending, "connection closed (%s)", what);
+  if (dx_client_state(c) == DX_CONNECTING) {
+    /* A reconnection follows (on_reconnect prints this). */
+    if (!x->pending[0])
+      snprintf(x->pending, sizeof x->pending, "connection closed (%s)", what);
     return;
   }
   int status = x->count_done || normal_code(code) ? CX_OK
                : x->protocol_error                ? CX_PROTOCOL
                                                   : CX_REMOTE;
-  if (status == CX_REMOTE)
+  if (x->pending[0]) /* why it broke, from on_error */
+    fprintf(stderr, "duplex connect: %s\n", x->pending);
+  else if (status == CX_REMOTE)
     fprintf(stderr, "duplex connect: connection closed (%s%s)\n", what,
             clean ? "" : ", not clean");
   else if (x->verbose)
     say(x, "connection closed (%s%s)", what, clean ? "" : ", not clean");
+  x->pending[0] = 0;
   finish(x, status);
 }
 
