@@ -388,16 +388,21 @@ static void test_resolve_refused(void) {
   for (int i = 0; i < 20; i++)
     dx_loop_run_once(loop, 50);
   CHECK_INT(r.errors, 1);
-  /* A name that does not resolve. */
+  /* A name that does not resolve (RFC 6761: .invalid never does). Where
+   * the resolver hangs instead of failing, the connect deadline (which
+   * covers DNS) answers: either way the loop was never blocked. */
   rec r2 = {.loop = loop};
   dx_client_config cfg2 = base_cfg("ws://no-such-host.invalid/", &r2);
+  cfg2.connect_timeout_ms = 2000;
   c = dx_client_new(loop, &cfg2);
   CHECK_INT(dx_client_connect(c), 0);
   for (int i = 0; i < 200 && r2.errors == 0; i++)
     dx_loop_run_once(loop, 50);
   CHECK_INT(r2.errors, 1);
-  CHECK_INT(r2.last_err, DX_ERESOLVE);
-  CHECK(strstr(r2.last_msg, "cannot resolve no-such-host.invalid") != NULL);
+  if (r2.last_err == DX_ERESOLVE)
+    CHECK(strstr(r2.last_msg, "cannot resolve no-such-host.invalid") != NULL);
+  else
+    CHECK_INT(r2.last_err, DX_ETIMEDOUT);
   dx_client_free(c);
   dx_loop_free(loop);
 }
