@@ -383,8 +383,8 @@ static void fail_conn(dx_client *c, int err, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  /* The handlers see the final state: decide it first, as end_conn
-   * would, but keep the connection until on_error has run. */
+  /* Inside on_error the state is CLOSING (on_close follows, and says
+   * whether a reconnection comes); the connection is torn down after. */
   unsigned gen = c->gen;
   c->state = DX_CLOSING;
   emit_error(c, err, 0, msg);
