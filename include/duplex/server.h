@@ -45,9 +45,11 @@ typedef struct dx_upgrade_request {
 
 typedef struct dx_route {
   const char *path; /* exact path, e.g. "/echo" (copied) */
-  /* Accept hook: 0 accepts; an HTTP status (401, 403, 429 ...) rejects
-   * before the upgrade. May set *user_tag for the connection. NULL: accept. */
-  int (*on_accept)(const dx_upgrade_request *req, void *route_ud);
+  /* Accept hook, before the upgrade: 0 accepts; an HTTP status (401, 403,
+   * 429 ...) rejects. c is not open yet: the hook may fill dx_conn_user(c)
+   * (zeroed) and read dx_conn_id/dx_conn_peer, nothing else. NULL: accept. */
+  int (*on_accept)(dx_conn *c, const dx_upgrade_request *req,
+                   void *route_ud);
   void (*on_open)(dx_conn *c, void *route_ud);
   /* data is valid during the call only (it lies in the loop's buffer). */
   void (*on_message)(dx_conn *c, dx_opcode op, uint8_t *data, size_t len,
@@ -135,6 +137,8 @@ typedef struct dx_server_config {
   size_t deflate_budget;
 
   uint16_t shutdown_code; /* close code on shutdown; 0: 1001 */
+  const char *shutdown_reason; /* its reason; NULL: "server shutting down" */
+  size_t max_body;        /* HTTP request body for HTTP routes; 0: 1 MiB */
   bool handle_signals;    /* SIGINT/SIGTERM → graceful shutdown; SIGHUP →
                              reload the TLS certificate and key */
 
@@ -194,12 +198,62 @@ DX_API int dx_server_send(dx_server *srv, uint64_t id, dx_opcode op,
 DX_API int dx_server_close(dx_server *srv, uint64_t id, uint16_t code,
                            const char *reason);
 
+/* ---- HTTP routes ------------------------------------------------------------ */
+
+/* One HTTP request to an HTTP route; valid during the handler only. */
+typedef struct dx_http_exchange dx_http_exchange;
+
+typedef struct dx_http_view {
+  const char *method;  /* "GET", "POST" ... NUL-terminated */
+  const char *path;    /* decoded, NUL-terminated */
+  const char *query;   /* raw, without '?', "" if none */
+  const dx_header *headers;
+  size_t num_headers;
+  const char *peer;
+  const uint8_t *body; /* Content-Length bytes (bounded by max_body) */
+  size_t body_len;
+} dx_http_view;
+
+typedef void (*dx_http_handler)(dx_http_exchange *x, const dx_http_view *req,
+                                void *ud);
+
+/* Routes requests for an exact path to handler (any method; the handler
+ * answers 405 itself). Runs on the connection's loop. Bodies need a
+ * Content-Length (411 otherwise), at most max_body (413). A WebSocket route
+ * on the same path takes upgrade requests; this one the rest.
+ * Before dx_server_start. Returns 0, DX_EINVAL (duplicate), DX_ESTATE,
+ * DX_ENOMEM. */
+DX_API int dx_server_http(dx_server *srv, const char *path,
+                          dx_http_handler handler, void *ud);
+
+/* Answers the request (once; later calls return DX_ESTATE). extra_headers
+ * are lines ending in "\r\n". A handler that does not answer gets 500.
+ * Returns 0, DX_ESTATE, DX_EINVAL (bad status or header injection),
+ * DX_ENOMEM. */
+DX_API int dx_http_respond(dx_http_exchange *x, int status,
+                           const char *content_type, const void *body,
+                           size_t len, const char *extra_headers);
+
+/* ---- loops ------------------------------------------------------------------ */
+
+DX_API int dx_server_loop_count(const dx_server *srv);
+/* THREAD-SAFE: runs fn(arg) on loop `index` (0..count-1). 0, DX_EINVAL,
+ * DX_ENOMEM. */
+DX_API int dx_server_post(dx_server *srv, int index, void (*fn)(void *),
+                          void *arg);
+/* The loop that owns the connection. */
+DX_API int dx_conn_loop(const dx_conn *c);
+
 /* ---- connections (loop-thread only) -------------------------------------- */
 
 /* Queues a message; written at the end of the loop iteration.
  * Returns 0, DX_ECLOSED, DX_EUTF8 (invalid text), DX_ENOMEM. */
 DX_API int dx_conn_send(dx_conn *c, dx_opcode op, const void *data,
                         size_t len);
+/* Queues bytes that are already one or more complete server frames (a
+ * broadcast framed once for every subscriber, dx_frame_header). Same
+ * limits and returns as dx_conn_send. */
+DX_API int dx_conn_send_frame(dx_conn *c, const void *frame, size_t len);
 DX_API int dx_conn_ping(dx_conn *c, const void *data, size_t len);
 /* Starts the closing handshake (code 0: no code). */
 DX_API int dx_conn_close(dx_conn *c, uint16_t code, const char *reason);

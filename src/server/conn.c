@@ -261,7 +261,7 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
       snprintf(ob, sizeof ob, "%.*s", (int)origin->value_len, origin->value);
       ur.origin = ob;
     }
-    int st = r->r.on_accept(&ur, r->r.ud);
+    int st = r->r.on_accept(c, &ur, r->r.ud);
     if (st) {
       DX__INC(c->sl, rejected_auth, 1);
       return reject(c, st >= 400 && st < 600 ? st : 403, r->path,
@@ -326,59 +326,140 @@ static void serve_file(dx_conn *c, const req_ctx *rq) {
   dx__log(c->sl->srv, "http", c, rq->path, res.status, 0, NULL);
 }
 
-/* Handles one parsed request head; rest is what followed it. */
-static void handle_request(dx_conn *c, const dx_http_request *req,
-                           uint8_t *rest, size_t rest_len) {
+/* ---- HTTP routes ----------------------------------------------------------
+ */
+
+struct dx_http_exchange {
+  dx_conn *c;
+  bool keep_alive;
+  bool answered;
+};
+
+int dx_http_respond(dx_http_exchange *x, int status, const char *content_type,
+                    const void *body, size_t len, const char *extra_headers) {
+  if (x->answered) return DX_ESTATE;
+  dx_http_reply r = {.status = status,
+                     .content_type = content_type,
+                     .body = body,
+                     .body_len = len,
+                     .extra_headers = extra_headers,
+                     .keep_alive = x->keep_alive};
+  size_t cap = 512 + len + (extra_headers ? strlen(extra_headers) : 0);
+  char *buf = malloc(cap);
+  if (!buf) return DX_ENOMEM;
+  int n = dx_http_reply_format(buf, cap, &r);
+  if (n < 0) {
+    free(buf);
+    return n;
+  }
+  x->answered = true;
+  x->c->keep_alive = x->keep_alive && status < 500;
+  int rc = queue_out(x->c, buf, (size_t)n);
+  free(buf);
+  return rc;
+}
+
+static void call_http_route(dx_conn *c, const dx__http_route *h,
+                            const req_ctx *rq, const uint8_t *body,
+                            size_t body_len) {
+  char method[16];
+  const dx_http_request *req = rq->req;
+  size_t ml =
+      req->method_len < sizeof method - 1 ? req->method_len : sizeof method - 1;
+  memcpy(method, req->method, ml);
+  method[ml] = 0;
+  dx_http_view v = {.method = method,
+                    .path = rq->path,
+                    .query = rq->query,
+                    .headers = req->headers,
+                    .num_headers = req->num_headers,
+                    .peer = dx_conn_peer(c),
+                    .body = body,
+                    .body_len = body_len};
+  dx_http_exchange x = {.c = c, .keep_alive = rq->info.keep_alive};
+  h->handler(&x, &v, h->ud);
+  if (c->dead) return;
+  if (!x.answered) {
+    static const char msg[] = "500 Internal Server Error: no answer\n";
+    dx_http_respond(&x, 500, "text/plain; charset=utf-8", msg, sizeof msg - 1,
+                    NULL);
+  }
+  dx__log(c->sl->srv, "http", c, rq->path, 0, 0, method);
+}
+
+static const dx__http_route *find_http_route(dx_server *srv, const char *p) {
+  for (size_t i = 0; i < srv->nhttp; i++)
+    if (strcmp(srv->http[i].path, p) == 0) return &srv->http[i];
+  return NULL;
+}
+
+/* Handles one request (head checked, body complete); rest is what followed
+ * it on the connection. */
+static void handle_request(dx_conn *c, req_ctx *rq, const uint8_t *body,
+                           size_t body_len, uint8_t *rest, size_t rest_len) {
   dx_server *srv = c->sl->srv;
   DX__INC(c->sl, http_requests, 1);
-  static _Thread_local req_ctx rq;
-  rq.req = req;
-  if (dx_http_request_check(req, &rq.info)) {
-    DX__INC(c->sl, rejected_http, 1);
-    return reject(c, rq.info.status, NULL, rq.info.reason, NULL);
-  }
-  const dx_http_target *t = &rq.info.target;
-  int pl = dx_http_path_clean(t->path, t->path_len, rq.path, sizeof rq.path);
-  if (pl < 0 || t->query_len >= sizeof rq.query) {
-    DX__INC(c->sl, rejected_http, 1);
-    return reject(c, pl == DX_ENOSPC || pl >= 0 ? 414 : 400, NULL,
-                  "bad request target", NULL);
-  }
-  memcpy(rq.query, t->query ? t->query : "", t->query_len);
-  rq.query[t->query_len] = 0;
-  dx__route *r = find_route(srv, rq.path);
-  if (r && rq.info.is_upgrade) return upgrade(c, r, &rq, rest, rest_len);
-  bool keep = rq.info.keep_alive;
-  if (rq.info.content_length || rq.info.chunked) {
-    /* No endpoint here takes a request body yet. */
-    return reject(c, 413, rq.path, "request bodies are not accepted", NULL);
-  }
-  if (r) {
+  dx__route *r = find_route(srv, rq->path);
+  if (r && rq->info.is_upgrade) return upgrade(c, r, rq, rest, rest_len);
+  bool keep = rq->info.keep_alive;
+  const dx__http_route *h = find_http_route(srv, rq->path);
+  if (h) {
+    call_http_route(c, h, rq, body, body_len);
+  } else if (body_len || rq->info.chunked) {
+    return reject(c, 413, rq->path, "this path takes no request body", NULL);
+  } else if (r) {
     /* RFC 6455 4.2.2: tell a plain HTTP client how to get the upgrade. */
     respond(c, 426,
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Version: 13\r\n",
             "426 Upgrade Required: this is a WebSocket endpoint\n", keep);
   } else if (srv->static_files) {
-    serve_file(c, &rq);
+    serve_file(c, rq);
   } else {
     respond(c, 404, NULL, "404 Not Found\n", keep);
   }
   /* Pipelined bytes wait until this response is written. */
   if (!c->dead && rest_len) {
-    uint8_t *h = malloc(rest_len);
-    if (!h) return dx__conn_destroy(c);
-    memcpy(h, rest, rest_len);
-    c->head = h;
+    uint8_t *hb = malloc(rest_len);
+    if (!hb) return dx__conn_destroy(c);
+    memcpy(hb, rest, rest_len);
+    c->head = hb;
     c->head_len = c->head_cap = (uint32_t)rest_len;
   }
+}
+
+/* Checks the head; fills rq's path and query. Returns 0 or a status. */
+static int check_head(dx_conn *c, req_ctx *rq) {
+  if (dx_http_request_check(rq->req, &rq->info)) return rq->info.status;
+  const dx_http_target *t = &rq->info.target;
+  int pl = dx_http_path_clean(t->path, t->path_len, rq->path, sizeof rq->path);
+  if (pl < 0 || t->query_len >= sizeof rq->query)
+    return pl == DX_ENOSPC || pl >= 0 ? 414 : 400;
+  memcpy(rq->query, t->query ? t->query : "", t->query_len);
+  rq->query[t->query_len] = 0;
+  if (rq->info.chunked && find_http_route(c->sl->srv, rq->path)) return 411;
+  if (rq->info.content_length > cfg_of(c)->max_body) return 413;
+  return 0;
 }
 
 static int parse_status(int rc) {
   return rc == DX_EHTTP ? 400 : 431;
 }
 
-/* Parses what is buffered (in p/n); keeps a partial head. */
+/* Keeps bytes of an unfinished request (head or body) in c->head. */
+static int stash(dx_conn *c, const uint8_t *p, size_t n) {
+  if (p == c->head) return 0;
+  size_t cap = n > PARTIAL_HEAD_MIN ? n : PARTIAL_HEAD_MIN;
+  uint8_t *h = malloc(cap);
+  if (!h) return DX_ENOMEM;
+  memcpy(h, p, n);
+  c->head = h;
+  c->head_len = (uint32_t)n;
+  c->head_cap = (uint32_t)cap;
+  return 0;
+}
+
+/* Parses what is buffered (p/n), waiting for the rest of a head or body. */
 static void feed_http(dx_conn *c, uint8_t *p, size_t n) {
   const dx_server_config *cfg = cfg_of(c);
   dx_header hdrs[256];
@@ -388,13 +469,7 @@ static void feed_http(dx_conn *c, uint8_t *p, size_t n) {
                         .max_head = cfg->max_head};
   int rc = dx_http_parse_request((const char *)p, n, &req, &lim);
   if (rc == DX_EAGAIN) {
-    if (p == c->head) return;
-    uint8_t *h = malloc(n > PARTIAL_HEAD_MIN ? n : PARTIAL_HEAD_MIN);
-    if (!h) return dx__conn_destroy(c);
-    memcpy(h, p, n);
-    c->head = h;
-    c->head_len = (uint32_t)n;
-    c->head_cap = n > PARTIAL_HEAD_MIN ? (uint32_t)n : PARTIAL_HEAD_MIN;
+    if (stash(c, p, n)) dx__conn_destroy(c);
     return;
   }
   if (rc < 0) {
@@ -405,12 +480,28 @@ static void feed_http(dx_conn *c, uint8_t *p, size_t n) {
                             : "malformed request",
                   NULL);
   }
+  static _Thread_local req_ctx rq;
+  rq.req = &req;
+  int st = check_head(c, &rq);
+  if (st) {
+    DX__INC(c->sl, rejected_http, 1);
+    return reject(c, st, NULL, rq.info.reason ? rq.info.reason : "bad request",
+                  NULL);
+  }
+  size_t body = (size_t)rq.info.content_length;
+  if (n - (size_t)rc < body) {
+    /* The body is not all here: keep head and body until it is. */
+    c->need = (uint32_t)((size_t)rc + body);
+    if (stash(c, p, n)) dx__conn_destroy(c);
+    return;
+  }
+  c->need = 0;
   uint8_t *owned = p == c->head ? c->head : NULL;
   if (owned) {
     c->head = NULL;
     c->head_len = c->head_cap = 0;
   }
-  handle_request(c, &req, p + rc, n - (size_t)rc);
+  handle_request(c, &rq, p + rc, body, p + rc + body, n - (size_t)rc - body);
   free(owned);
 }
 
@@ -418,7 +509,7 @@ static void on_http_data(dx_conn *c, uint8_t *p, size_t n) {
   if (c->phase == DX__RESPOND || c->head) {
     /* Append to the partial head (or pipelined bytes held during a
      * response), bounded by the head limit. */
-    size_t max = cfg_of(c)->max_head + 4096;
+    size_t max = c->need ? c->need : cfg_of(c)->max_head + 4096;
     if (c->head_len + n > max) {
       if (c->phase == DX__RESPOND) {
         c->read_paused = true; /* resumes when the response is written */
@@ -864,6 +955,23 @@ int dx_conn_send(dx_conn *c, dx_opcode op, const void *data, size_t len) {
   return 0;
 }
 
+int dx_conn_send_frame(dx_conn *c, const void *frame, size_t len) {
+  if (c->dead || !c->ws) return DX_ECLOSED;
+  if (dx_ws_buffered(c->ws) > cfg_of(c)->write_hard) {
+    drop_slow(c);
+    return DX_ECLOSED;
+  }
+  int rc = dx_ws_send_raw(c->ws, frame, len);
+  if (rc) return rc;
+  DX__INC(c->sl, messages_out, 1);
+  dx__conn_mark_dirty(c);
+  return 0;
+}
+
+int dx_conn_loop(const dx_conn *c) {
+  return c->sl->index;
+}
+
 int dx_conn_ping(dx_conn *c, const void *data, size_t len) {
   if (c->dead || !c->ws) return DX_ECLOSED;
   int rc = dx_ws_ping(c->ws, data, len);
@@ -963,6 +1071,8 @@ void dx__conn_shutdown_all(dx__sloop *sl) {
       dx__conn_destroy(c);
       continue;
     }
-    dx_conn_close(c, cfg->shutdown_code, "server shutting down");
+    dx_conn_close(c, cfg->shutdown_code,
+                  cfg->shutdown_reason ? cfg->shutdown_reason
+                                       : "server shutting down");
   }
 }

@@ -18,6 +18,12 @@ typedef struct dx__route {
   atomic_size_t count;        /* open connections on the route */
 } dx__route;
 
+typedef struct dx__http_route {
+  char *path;
+  dx_http_handler handler;
+  void *ud;
+} dx__http_route;
+
 /* Per-loop counters: written by the owning loop only, read by any thread
  * with relaxed loads (a snapshot may be a little stale, never torn). */
 typedef struct dx__counters {
@@ -57,7 +63,11 @@ struct dx_conn {
   uint32_t out_len, out_off;
   int file_fd;
   uint32_t slot;
-  uint32_t user_room; /* bytes reserved for user data before the engine */
+  uint32_t user_room;
+  uint32_t need;
+      /* bytes of head + body awaited; 0: just a head */ /* bytes reserved for
+                                                            user data before the
+                                                            engine */
   uint64_t file_off, file_left;
   uint64_t id;
   /* Milliseconds since the loop started. */
@@ -120,6 +130,8 @@ struct dx_server {
   dx_server_config cfg;
   dx__route *routes;
   size_t nroutes;
+  dx__http_route *http;
+  size_t nhttp;
   void *static_files; /* dx_static *, when static_root is set */
   dx__sloop *loops;
   int nloops;

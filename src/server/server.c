@@ -37,6 +37,7 @@ static void apply_defaults(dx_server_config *c) {
   c->write_high = or_default_size(c->write_high, 256 << 10);
   c->write_hard = or_default_size(c->write_hard, 1 << 20);
   c->write_stall_ms = or_default(c->write_stall_ms, 10000);
+  c->max_body = or_default_size(c->max_body, (size_t)1 << 20);
   c->deflate_budget = or_default_size(c->deflate_budget, (size_t)256 << 20);
   if (!c->shutdown_code) c->shutdown_code = DX_CLOSE_GOING_AWAY;
   if (c->threads <= 0) {
@@ -87,6 +88,30 @@ int dx_server_route(dx_server *srv, const dx_route *route) {
   nr->policy.deflate.enabled = route->deflate;
   srv->nroutes++;
   return 0;
+}
+
+int dx_server_http(dx_server *srv, const char *path, dx_http_handler handler,
+                   void *ud) {
+  if (srv->started) return DX_ESTATE;
+  if (!path || path[0] != '/' || !handler) return DX_EINVAL;
+  for (size_t i = 0; i < srv->nhttp; i++)
+    if (strcmp(srv->http[i].path, path) == 0) return DX_EINVAL;
+  dx__http_route *h = realloc(srv->http, (srv->nhttp + 1) * sizeof *h);
+  if (!h) return DX_ENOMEM;
+  srv->http = h;
+  char *copy = strdup(path);
+  if (!copy) return DX_ENOMEM;
+  h[srv->nhttp++] = (dx__http_route){copy, handler, ud};
+  return 0;
+}
+
+int dx_server_loop_count(const dx_server *srv) {
+  return srv->started ? srv->nloops : srv->cfg.threads;
+}
+
+int dx_server_post(dx_server *srv, int index, void (*fn)(void *), void *arg) {
+  if (!srv->started || index < 0 || index >= srv->nloops) return DX_EINVAL;
+  return dx_loop_post(srv->loops[index].loop, fn, arg);
 }
 
 /* ---- connection ids ------------------------------------------------------ */
@@ -455,6 +480,9 @@ void dx_server_free(dx_server *srv) {
   free(srv->loops);
   for (size_t i = 0; i < srv->nroutes; i++)
     free(srv->routes[i].path);
+  for (size_t i = 0; i < srv->nhttp; i++)
+    free(srv->http[i].path);
+  free(srv->http);
   free(srv->routes);
   if (srv->static_files) dx_static_free(srv->static_files);
   if (srv->shutdown_efd >= 0) close(srv->shutdown_efd);
