@@ -97,7 +97,17 @@ typedef struct dx_server_stats {
   uint64_t closed_ping;      /* closed for not answering pings */
   uint64_t closed_handshake_timeout;
   uint64_t protocol_errors;
+  /* Accept-to-101 latency (TLS included), a cumulative-friendly histogram:
+   * handshake_le[i] counts handshakes that took <= DX_HANDSHAKE_BUCKETS_MS[i]
+   * milliseconds (and more than the bucket before); the last bucket is
+   * everything slower. */
+  uint64_t handshake_le[12];
+  uint64_t handshake_ms_sum;
 } dx_server_stats;
+
+/* Upper bounds (ms) of the handshake latency buckets; the last is +Inf. */
+#define DX_HANDSHAKE_BUCKETS_MS                                                \
+  {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 0}
 
 typedef struct dx_server_config {
   const char *host;   /* NULL/"": all addresses, IPv6 + IPv4 */

@@ -221,6 +221,16 @@ typedef struct req_ctx {
   char query[2048];
 } req_ctx;
 
+static void count_handshake(dx_conn *c) {
+  static const unsigned bounds[] = DX_HANDSHAKE_BUCKETS_MS;
+  uint32_t ms = dx__sl_now(c->sl) - c->t_start;
+  size_t i = 0;
+  while (i < 11 && ms > bounds[i])
+    i++;
+  DX__INC(c->sl, handshake_le[i], 1);
+  DX__INC(c->sl, handshake_ms_sum, ms);
+}
+
 static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
                     size_t rest_len) {
   const dx_http_request *req = rq->req;
@@ -291,6 +301,7 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
   }
   c->phase = DX__WS;
   c->opened = true;
+  count_handshake(c);
   c->subprotocol = hs.subprotocol;
   uint32_t now = dx__sl_now(c->sl);
   c->t_last_in = now;

@@ -155,6 +155,10 @@ static void test_server_api(void) {
   dx_server_stats st;
   dx_server_stats_get(srv, &st);
   CHECK_INT(st.websockets, 1);
+  uint64_t hs = 0;
+  for (int i = 0; i < 12; i++)
+    hs += st.handshake_le[i];
+  CHECK_INT(hs, 1); /* the handshake latency histogram counted it */
   CHECK(st.messages_in >= 1 && st.messages_out >= 2);
 
   /* The client closes: on_close sees its code, the echo comes back. */
