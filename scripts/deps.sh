@@ -22,9 +22,11 @@ DX_APT_PACKAGES=(
   zlib1g-dev         # permessage-deflate
   python3-websockets # interop peer (tests/interop, with /usr/bin/python3)
   chromium           # browser test (tests/browser, via playwright-core)
+  libjwt-dev         # duplex serve: JWT verification (src/app/auth.c)
+  libyaml-dev        # duplex serve --config FILE (src/app/config.c)
+  libjansson-dev     # JSON: JWT claims, ticket requests (src/app)
   # Coming with later work (move up when the code that needs it lands):
-  # libjansson-dev libyaml-dev libjwt-dev libhiredis-dev
-  # libwebsockets-dev
+  # libhiredis-dev libwebsockets-dev
 )
 
 # Packages checked by the command they provide rather than by dpkg, as
