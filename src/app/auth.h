@@ -110,9 +110,12 @@ typedef enum auth_source {
   AUTH_SRC_SUBPROTOCOL
 } auth_source;
 
-/* Who is on the other end. Owns one block (mem) that holds the strings and
- * lists: copy with auth_identity_copy, free with auth_identity_clear. A zero
- * identity is valid (anonymous, allowed nothing). */
+/* Who is on the other end. An authenticated identity owns one block (mem)
+ * holding its strings and lists; an anonymous one (mode off or optional)
+ * borrows them from the auth object (mem NULL: no allocation), valid until
+ * auth_free. Either way: auth_identity_copy makes an owned copy,
+ * auth_identity_clear frees what is owned. A zero identity is valid
+ * (anonymous, allowed nothing). */
 typedef struct auth_identity {
   const char *subject;          /* "" when anonymous or without "sub" */
   const char *const *subscribe; /* NULL-terminated patterns */
@@ -128,7 +131,8 @@ typedef struct auth_identity {
  * public key of 2048+ bits, grant patterns, a credential source exists when
  * the mode is not off) and copies it. NULL on error, with one line in err. */
 auth *auth_new(const auth_config *cfg, char *err, size_t errlen);
-/* auth_free(NULL) does nothing. Identities made by a freed auth stay valid. */
+/* auth_free(NULL) does nothing. Authenticated identities (and copies) stay
+ * valid after it; anonymous ones from auth_check_upgrade do not. */
 void auth_free(auth *a);
 
 /* Authenticates an upgrade request at time now (unix seconds). Returns 0 and

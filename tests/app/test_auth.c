@@ -460,6 +460,7 @@ static void test_missing_token(void) {
   /* Optional: anonymous, read-only by default. */
   CHECK_INT(auth_check_upgrade(opt, r, NOW, &id), 0);
   CHECK(id.anonymous);
+  CHECK(!id.mem); /* borrowed from the auth object: no allocation */
   CHECK_INT(id.source, AUTH_SRC_NONE);
   CHECK_STR(id.subject, "");
   CHECK(auth_allows(&id, AUTH_SUBSCRIBE, "anything"));
