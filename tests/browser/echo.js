@@ -2,12 +2,17 @@
 // driven by playwright-core, loads tests/browser/www/index.html from
 // `duplex serve --root`, whose script (www/echo.js) echoes messages over
 // ws://HOST/echo and writes what it received into the page. This checks the
-// page against the values sent. Run by tests/scripts/browser_echo.sh:
+// page against the values sent. Run by tests/scripts/browser_echo.sh, and
+// with "tls" by tests/scripts/browser_tls.sh (the page is then loaded from
+// https://localhost:PORT/ of a `duplex serve --tls-cert` and must use
+// wss://; Chromium runs with --ignore-certificate-errors, so the test
+// checks the certificate it got: subject localhost, issuer "duplex test
+// CA"):
 //
-//   node echo.js PORT OUT_DIR
+//   node echo.js PORT OUT_DIR [tls]
 //
-// Saves OUT_DIR/browser_echo.png (also when a check fails). Exits 1 if any
-// check failed.
+// Saves OUT_DIR/browser_echo.png (browser_tls.png with tls), also when a
+// check fails. Exits 1 if any check failed.
 'use strict';
 
 const fs = require('node:fs');
@@ -15,18 +20,23 @@ const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
 
-const [portArg, outDir] = process.argv.slice(2);
+const [portArg, outDir, mode] = process.argv.slice(2);
 const port = Number(portArg);
-if (!port || !outDir) {
-  console.error('usage: node echo.js PORT OUT_DIR');
+if (!port || !outDir || (mode && mode !== 'tls')) {
+  console.error('usage: node echo.js PORT OUT_DIR [tls]');
   process.exit(2);
 }
+const TLS = mode === 'tls';
+const NAME = TLS ? 'browser_tls' : 'browser_echo';
+// The certificate covers localhost (make_certs.sh): use the name over TLS.
+const ORIGIN = TLS ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
+const WS_URL = TLS ? `wss://localhost:${port}/echo` : `ws://127.0.0.1:${port}/echo`;
 const CHROMIUM = '/usr/bin/chromium';
 const MiB = 1024 * 1024;
 
 let browserContext = null;
 setTimeout(() => {
-  console.error('browser echo: watchdog: still running after 50 s');
+  console.error(`${NAME}: watchdog: still running after 50 s`);
   process.exit(1);
 }, 50000).unref();
 
@@ -79,7 +89,10 @@ async function main() {
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
              '--no-first-run', '--disable-background-networking',
              '--disable-component-update', '--disable-sync',
-             '--no-proxy-server'], // 127.0.0.1 only: never via a proxy
+             '--no-proxy-server', // 127.0.0.1 only: never via a proxy
+             // The test CA is not in the browser's store; the
+             // certificate is checked below instead.
+             ...(TLS ? ['--ignore-certificate-errors'] : [])],
     });
     const page = browserContext.pages()[0] || await browserContext.newPage();
     const pageErrors = [];
@@ -88,13 +101,21 @@ async function main() {
       if (m.type() === 'error') pageErrors.push(m.text());
     });
 
-    const res = await page.goto(`http://127.0.0.1:${port}/index.html`,
-                                { timeout: 15000 });
+    const res = await page.goto(`${ORIGIN}/index.html`, { timeout: 15000 });
     check('index.html served from --root with 200',
           res && res.status() === 200, res ? `status ${res.status()}` : 'no response');
     check('index.html has Content-Type text/html',
           res && /^text\/html\b/.test(res.headers()['content-type'] || ''),
           res && res.headers()['content-type']);
+    if (TLS) {
+      const sec = res ? await res.securityDetails() : null;
+      console.log(`#   TLS: ${JSON.stringify(sec)}`);
+      check('the page came over TLS 1.2+ with our certificate ' +
+            '(subject localhost, issuer "duplex test CA")',
+            sec && /^TLS 1\.[23]$/.test(sec.protocol) &&
+            sec.subjectName === 'localhost' &&
+            sec.issuer === 'duplex test CA', JSON.stringify(sec));
+    }
 
     try {
       await page.waitForFunction(() => {
@@ -106,7 +127,7 @@ async function main() {
     }
     const got = await page.evaluate(() => Object.fromEntries(
       Array.from(document.querySelectorAll('dd[id]'), (e) => [e.id, e.textContent])));
-    await page.screenshot({ path: path.join(outDir, 'browser_echo.png'),
+    await page.screenshot({ path: path.join(outDir, `${NAME}.png`),
                             fullPage: true });
     console.log(`#   page: ${JSON.stringify(got)}`);
 
@@ -115,8 +136,7 @@ async function main() {
           `status=${got.status} error=${got.error}`);
     check('no script errors in the page', pageErrors.length === 0,
           pageErrors.join(' | '));
-    check('WebSocket URL is ws://HOST/echo',
-          got.url === `ws://127.0.0.1:${port}/echo`, got.url);
+    check(`WebSocket URL is ${WS_URL}`, got.url === WS_URL, got.url);
     check('binaryType is arraybuffer', got.binaryType === 'arraybuffer',
           got.binaryType);
     check('negotiated extensions contain permessage-deflate',
@@ -143,8 +163,8 @@ async function main() {
     if (browserContext) await browserContext.close().catch(() => {});
     fs.rmSync(profile, { recursive: true, force: true });
   }
-  console.log(`browser echo: ${failed ? 'FAILED' : 'passed'}; screenshot ` +
-              path.join(outDir, 'browser_echo.png'));
+  console.log(`${NAME}: ${failed ? 'FAILED' : 'passed'}; screenshot ` +
+              path.join(outDir, `${NAME}.png`));
   process.exit(failed ? 1 : 0);
 }
 

@@ -1,7 +1,8 @@
-// The page side of tests/browser/echo.js: opens a WebSocket to /echo on the
-// server that served this page, round-trips a text, a binary (ArrayBuffer),
-// a 1 MiB binary and a 1 MiB text message, closes with 1000, and writes
-// what it received into the page. It does not judge: the test compares the
+// The page side of tests/browser/echo.js (and tls.js): opens a WebSocket to
+// /echo on the server that served this page (wss:// from an https://
+// page), round-trips a text, a binary (ArrayBuffer), a 1 MiB binary and a
+// 1 MiB text message, closes with 1000, and writes what it received into
+// the page. It does not judge: the test compares the
 // page with the values it expects.
 'use strict';
 
@@ -42,7 +43,9 @@ function fnv1a(bytes) {
 const hex = (u8) => Array.from(u8, (b) => b.toString(16).padStart(2, '0')).join('');
 
 async function run() {
-  const url = 'ws://' + location.host + '/echo';
+  // wss:// when the page came over https:// (tests/browser/tls.js).
+  const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+  const url = scheme + location.host + '/echo';
   show('url', url);
   const ws = new WebSocket(url);
   ws.binaryType = 'arraybuffer';
