@@ -54,8 +54,9 @@ typedef struct dx_route {
   /* data is valid during the call only (it lies in the loop's buffer). */
   void (*on_message)(dx_conn *c, dx_opcode op, uint8_t *data, size_t len,
                      void *route_ud);
-  /* Called once per opened connection: code 1006 when it ended without a
-   * close frame. After it returns the connection is gone. */
+  /* Called once per opened connection, and once for a connection the
+   * accept hook let through whose handshake then failed: code 1006 when it
+   * ended without a close frame. After it returns the connection is gone. */
   void (*on_close)(dx_conn *c, uint16_t code, const char *reason, size_t len,
                    void *route_ud);
   /* The buffered amount fell below the low watermark after being above the

@@ -1,5 +1,8 @@
-/* duplex serve — static files and WebSocket endpoints on one port. */
+/* duplex serve — static files, WebSocket endpoints and the real-time
+ * channel server (pub/sub, HTTP API, metrics) on one port. */
 #include "app.h"
+#include "config.h"
+#include "realtime.h"
 
 #include <duplex/server.h>
 
@@ -16,17 +19,39 @@
 static const char *serve_help =
     "usage: duplex serve [options]\n"
     "\n"
+    "  --config FILE         read options from a YAML file (docs/config.md);\n"
+    "                        flags given too override it\n"
     "  --port N              TCP port (default 8080; 0 picks a free one)\n"
     "  --host ADDR           address to bind (default: all, IPv6 + IPv4)\n"
     "  --root DIR            serve static files from DIR\n"
     "  --tls-cert FILE       serve https:// and wss:// with this PEM chain\n"
     "  --tls-key FILE        its private key (SIGHUP reloads both)\n"
     "  --echo PATH           an echo WebSocket endpoint at PATH (repeatable)\n"
+    "  --no-realtime         no /ws channel endpoint and no /api, /metrics\n"
     "  --threads N           event loops (default: one per core)\n"
+    "\n"
+    "channels (/ws, duplex.v1; docs/protocol.md):\n"
+    "  --history N           messages kept per topic for resume (100)\n"
+    "  --history-age DUR     and no older than this (no limit)\n"
+    "  --rate MSGS_PER_S     per-connection message rate (100; 0: none)\n"
+    "  --burst N             token bucket size (200)\n"
+    "  --max-subscriptions N per connection (100)\n"
+    "  --presence            member lists and join/leave events\n"
+    "  --slow-consumer P     drop | skip | conflate (drop)\n"
+    "\n"
+    "auth and origins:\n"
+    "  --auth MODE           required | optional | off (off)\n"
+    "  --api-key KEY         HTTP API key (repeatable)\n"
+    "  --jwt-secret SECRET   HS256 secret (32+ bytes)\n"
+    "  --jwt-public-key FILE RS256 public key (PEM)\n"
+    "  --origin ORIGIN       allow this Origin (repeatable; default: the\n"
+    "                        channel endpoint takes same-origin pages only,\n"
+    "                        echo endpoints any)\n"
+    "\n"
+    "limits and timers:\n"
     "  --max-message SIZE    largest message, after decompression (16MiB)\n"
     "  --max-connections N   WebSocket connections in all (unlimited)\n"
     "  --max-per-ip N        WebSocket connections per client IP (unlimited)\n"
-    "  --origin ORIGIN       allow this Origin (repeatable; default: any)\n"
     "  --no-deflate          do not negotiate permessage-deflate\n"
     "  --ping-interval DUR   server ping interval (25s; 0 disables)\n"
     "  --pong-timeout DUR    grace for the pong (20s)\n"
@@ -34,19 +59,20 @@ static const char *serve_help =
     "  --idle-timeout DUR    close connections with no input (off)\n"
     "  --close-timeout DUR   closing handshake and shutdown grace (5s)\n"
     "  --write-limit SIZE    output hard limit per connection (1MiB)\n"
+    "  --shutdown-code N     close code on shutdown (1012)\n"
     "  --log text|json       log format on stderr (text)\n"
     "  --quiet               no per-connection log lines\n"
     "  --print-port          print the bound port on stdout once listening\n";
 
 typedef struct serve_opts {
-  dx_server_config cfg;
-  const char *echo[MAX_LIST];
+  serve_config c;
+  const char *echo[MAX_LIST + 1];
   int necho;
   const char *origins[MAX_LIST + 1];
   int norigins;
-  bool no_deflate;
-  bool json;
-  bool quiet;
+  const char *api_keys[MAX_LIST + 1];
+  int nkeys;
+  bool no_realtime;
   bool print_port;
 } serve_opts;
 
@@ -154,10 +180,10 @@ static void log_json(const dx_log_record *r) {
 
 static void on_log(void *ud, const dx_log_record *r) {
   const serve_opts *o = ud;
-  if (o->quiet && strcmp(r->event, "signal") != 0 &&
+  if (o->c.quiet && strcmp(r->event, "signal") != 0 &&
       strcmp(r->event, "listen") != 0)
     return;
-  if (o->json)
+  if (o->c.log == LOG_JSON)
     log_json(r);
   else
     log_text(r);
@@ -174,178 +200,326 @@ static int bad(const char *opt, const char *val, const char *why) {
   return APP_USAGE;
 }
 
+enum {
+  O_PORT = 256,
+  O_HOST,
+  O_ROOT,
+  O_ECHO,
+  O_THREADS,
+  O_MAXMSG,
+  O_MAXCONN,
+  O_MAXIP,
+  O_ORIGIN,
+  O_NODEFLATE,
+  O_PING,
+  O_PONG,
+  O_HANDSHAKE,
+  O_IDLE,
+  O_CLOSE,
+  O_WLIMIT,
+  O_LOG,
+  O_QUIET,
+  O_PRINTPORT,
+  O_HELP,
+  O_CERT,
+  O_KEY,
+  O_CONFIG,
+  O_NORT,
+  O_HISTORY,
+  O_HAGE,
+  O_RATE,
+  O_BURST,
+  O_MAXSUBS,
+  O_PRESENCE,
+  O_SLOW,
+  O_AUTH,
+  O_APIKEY,
+  O_JWTSECRET,
+  O_JWTKEY,
+  O_SHUTCODE
+};
+
+static const struct option opts[] = {{"port", 1, 0, O_PORT},
+                                     {"host", 1, 0, O_HOST},
+                                     {"root", 1, 0, O_ROOT},
+                                     {"echo", 1, 0, O_ECHO},
+                                     {"threads", 1, 0, O_THREADS},
+                                     {"max-message", 1, 0, O_MAXMSG},
+                                     {"max-connections", 1, 0, O_MAXCONN},
+                                     {"max-per-ip", 1, 0, O_MAXIP},
+                                     {"origin", 1, 0, O_ORIGIN},
+                                     {"no-deflate", 0, 0, O_NODEFLATE},
+                                     {"ping-interval", 1, 0, O_PING},
+                                     {"pong-timeout", 1, 0, O_PONG},
+                                     {"handshake-timeout", 1, 0, O_HANDSHAKE},
+                                     {"idle-timeout", 1, 0, O_IDLE},
+                                     {"close-timeout", 1, 0, O_CLOSE},
+                                     {"write-limit", 1, 0, O_WLIMIT},
+                                     {"log", 1, 0, O_LOG},
+                                     {"quiet", 0, 0, O_QUIET},
+                                     {"print-port", 0, 0, O_PRINTPORT},
+                                     {"help", 0, 0, O_HELP},
+                                     {"tls-cert", 1, 0, O_CERT},
+                                     {"tls-key", 1, 0, O_KEY},
+                                     {"config", 1, 0, O_CONFIG},
+                                     {"no-realtime", 0, 0, O_NORT},
+                                     {"history", 1, 0, O_HISTORY},
+                                     {"history-age", 1, 0, O_HAGE},
+                                     {"rate", 1, 0, O_RATE},
+                                     {"burst", 1, 0, O_BURST},
+                                     {"max-subscriptions", 1, 0, O_MAXSUBS},
+                                     {"presence", 0, 0, O_PRESENCE},
+                                     {"slow-consumer", 1, 0, O_SLOW},
+                                     {"auth", 1, 0, O_AUTH},
+                                     {"api-key", 1, 0, O_APIKEY},
+                                     {"jwt-secret", 1, 0, O_JWTSECRET},
+                                     {"jwt-public-key", 1, 0, O_JWTKEY},
+                                     {"shutdown-code", 1, 0, O_SHUTCODE},
+                                     {0, 0, 0, 0}};
+
+static bool parse_count(const char *v, long max, long *out) {
+  char *end;
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (errno || end == v || *end || n < 0 || n > max) return false;
+  *out = n;
+  return true;
+}
+
+/* One flag into the config. Returns 0 or an exit status. */
+static int apply_flag(serve_opts *o, int ch, const char *v) {
+  serve_config *c = &o->c;
+  size_t sz;
+  unsigned ms;
+  long n;
+  switch (ch) {
+  case O_PORT:
+    if (!parse_count(v, 65535, &n)) return bad("--port", v, "not a port");
+    c->port = (int)n;
+    break;
+  case O_HOST:
+    c->host = v;
+    break;
+  case O_ROOT:
+    c->root = v;
+    break;
+  case O_CERT:
+    c->tls_cert = v;
+    break;
+  case O_KEY:
+    c->tls_key = v;
+    break;
+  case O_ECHO:
+    if (v[0] != '/') return bad("--echo", v, "a path starts with '/'");
+    if (o->necho == MAX_LIST) return bad("--echo", v, "too many");
+    o->echo[o->necho++] = v;
+    c->echo = o->echo;
+    break;
+  case O_THREADS:
+    if (!parse_count(v, 255, &n) || n < 1) return bad("--threads", v, "1..255");
+    c->threads = (int)n;
+    break;
+  case O_MAXMSG:
+    if (!config_parse_size(v, &sz) || !sz)
+      return bad("--max-message", v, "not a size");
+    c->max_message = sz;
+    break;
+  case O_MAXCONN:
+  case O_MAXIP:
+  case O_MAXSUBS:
+  case O_HISTORY:
+  case O_BURST:
+    if (!parse_count(v, 1L << 30, &n))
+      return bad("count option", v, "not a count");
+    if (ch == O_MAXCONN)
+      c->max_connections = (size_t)n;
+    else if (ch == O_MAXIP)
+      c->max_per_ip = (size_t)n;
+    else if (ch == O_MAXSUBS)
+      c->max_subscriptions = (size_t)n;
+    else if (ch == O_HISTORY)
+      c->history = (size_t)n;
+    else
+      c->burst = (unsigned)n;
+    break;
+  case O_RATE: {
+    char *end;
+    double r = strtod(v, &end);
+    if (end == v || *end || !(r >= 0 && r < 1e9))
+      return bad("--rate", v, "messages per second (0: no limit)");
+    c->rate = r;
+    break;
+  }
+  case O_ORIGIN:
+    if (o->norigins == MAX_LIST) return bad("--origin", v, "too many");
+    o->origins[o->norigins++] = v;
+    c->origins = o->origins;
+    break;
+  case O_APIKEY:
+    if (o->nkeys == MAX_LIST) return bad("--api-key", v, "too many");
+    o->api_keys[o->nkeys++] = v;
+    c->auth.api_keys = o->api_keys;
+    break;
+  case O_JWTSECRET:
+    c->auth.jwt_secret = v;
+    break;
+  case O_JWTKEY:
+    c->auth.jwt_public_key = v;
+    break;
+  case O_AUTH:
+    if (!strcmp(v, "required"))
+      c->auth.mode = AUTH_REQUIRED;
+    else if (!strcmp(v, "optional"))
+      c->auth.mode = AUTH_OPTIONAL;
+    else if (!strcmp(v, "off"))
+      c->auth.mode = AUTH_OFF;
+    else
+      return bad("--auth", v, "required, optional or off");
+    break;
+  case O_SLOW:
+    if (!strcmp(v, "drop"))
+      c->slow_consumer = SLOW_DROP;
+    else if (!strcmp(v, "skip"))
+      c->slow_consumer = SLOW_SKIP;
+    else if (!strcmp(v, "conflate"))
+      c->slow_consumer = SLOW_CONFLATE;
+    else
+      return bad("--slow-consumer", v, "drop, skip or conflate");
+    break;
+  case O_PRESENCE:
+    c->presence = true;
+    break;
+  case O_NODEFLATE:
+    c->deflate = false;
+    break;
+  case O_NORT:
+    o->no_realtime = true;
+    break;
+  case O_PING:
+  case O_PONG:
+  case O_HANDSHAKE:
+  case O_IDLE:
+  case O_CLOSE:
+  case O_HAGE:
+    if (!config_parse_duration(v, &ms) ||
+        (!ms && ch != O_IDLE && ch != O_PING && ch != O_HAGE))
+      return bad("duration option", v, "not a positive duration");
+    if (ch == O_PING)
+      c->ping_interval_ms = ms;
+    else if (ch == O_PONG)
+      c->pong_timeout_ms = ms;
+    else if (ch == O_HANDSHAKE)
+      c->handshake_timeout_ms = ms;
+    else if (ch == O_IDLE)
+      c->idle_timeout_ms = ms;
+    else if (ch == O_CLOSE)
+      c->close_timeout_ms = ms;
+    else
+      c->history_age_ms = ms;
+    break;
+  case O_WLIMIT:
+    if (!config_parse_size(v, &sz) || sz < 1024)
+      return bad("--write-limit", v, "a size of at least 1KiB");
+    c->write_limit = sz;
+    break;
+  case O_SHUTCODE:
+    if (!parse_count(v, 4999, &n) || !dx_close_code_valid((unsigned)n))
+      return bad("--shutdown-code", v, "a close code that may be sent");
+    c->shutdown_code = (uint16_t)n;
+    break;
+  case O_LOG:
+    if (!strcmp(v, "json"))
+      c->log = LOG_JSON;
+    else if (!strcmp(v, "text"))
+      c->log = LOG_TEXT;
+    else
+      return bad("--log", v, "text or json");
+    break;
+  case O_QUIET:
+    c->quiet = true;
+    break;
+  case O_PRINTPORT:
+    o->print_port = true;
+    break;
+  }
+  return 0;
+}
+
 static int parse_args(int argc, char **argv, serve_opts *o) {
-  enum {
-    O_PORT = 256,
-    O_HOST,
-    O_ROOT,
-    O_ECHO,
-    O_THREADS,
-    O_MAXMSG,
-    O_MAXCONN,
-    O_MAXIP,
-    O_ORIGIN,
-    O_NODEFLATE,
-    O_PING,
-    O_PONG,
-    O_HANDSHAKE,
-    O_IDLE,
-    O_CLOSE,
-    O_WLIMIT,
-    O_LOG,
-    O_QUIET,
-    O_PRINTPORT,
-    O_HELP,
-    O_CERT,
-    O_KEY
-  };
-  static const struct option opts[] = {{"port", 1, 0, O_PORT},
-                                       {"host", 1, 0, O_HOST},
-                                       {"root", 1, 0, O_ROOT},
-                                       {"echo", 1, 0, O_ECHO},
-                                       {"threads", 1, 0, O_THREADS},
-                                       {"max-message", 1, 0, O_MAXMSG},
-                                       {"max-connections", 1, 0, O_MAXCONN},
-                                       {"max-per-ip", 1, 0, O_MAXIP},
-                                       {"origin", 1, 0, O_ORIGIN},
-                                       {"no-deflate", 0, 0, O_NODEFLATE},
-                                       {"ping-interval", 1, 0, O_PING},
-                                       {"pong-timeout", 1, 0, O_PONG},
-                                       {"handshake-timeout", 1, 0, O_HANDSHAKE},
-                                       {"idle-timeout", 1, 0, O_IDLE},
-                                       {"close-timeout", 1, 0, O_CLOSE},
-                                       {"write-limit", 1, 0, O_WLIMIT},
-                                       {"log", 1, 0, O_LOG},
-                                       {"quiet", 0, 0, O_QUIET},
-                                       {"print-port", 0, 0, O_PRINTPORT},
-                                       {"help", 0, 0, O_HELP},
-                                       {"tls-cert", 1, 0, O_CERT},
-                                       {"tls-key", 1, 0, O_KEY},
-                                       {0, 0, 0, 0}};
-  dx_server_config *c = &o->cfg;
-  c->port = 8080;
+  config_defaults(&o->c);
+  /* The file first, whatever its place on the line: flags override it. */
+  for (int i = 1; i < argc; i++) {
+    const char *path = NULL;
+    if (!strcmp(argv[i], "--config") && i + 1 < argc)
+      path = argv[i + 1];
+    else if (!strncmp(argv[i], "--config=", 9))
+      path = argv[i] + 9;
+    if (!path) continue;
+    char err[512];
+    if (config_load(path, &o->c, err, sizeof err) != 0) {
+      fprintf(stderr, "duplex serve: %s\n", err);
+      return APP_USAGE;
+    }
+  }
   int ch;
   opterr = 0;
+  optind = 1;
   while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-    const char *v = optarg;
-    size_t sz;
-    unsigned ms;
-    char *end;
-    long n;
-    switch (ch) {
-    case O_PORT:
-      n = strtol(v, &end, 10);
-      if (*end || n < 0 || n > 65535) return bad("--port", v, "not a port");
-      c->port = (int)n;
-      break;
-    case O_HOST:
-      c->host = v;
-      break;
-    case O_ROOT:
-      c->static_root = v;
-      break;
-    case O_CERT:
-      c->tls_cert = v;
-      break;
-    case O_KEY:
-      c->tls_key = v;
-      break;
-    case O_ECHO:
-      if (v[0] != '/') return bad("--echo", v, "a path starts with '/'");
-      if (o->necho == MAX_LIST) return bad("--echo", v, "too many");
-      o->echo[o->necho++] = v;
-      break;
-    case O_THREADS:
-      n = strtol(v, &end, 10);
-      if (*end || n < 1 || n > 255) return bad("--threads", v, "1..255");
-      c->threads = (int)n;
-      break;
-    case O_MAXMSG:
-      if (!app_parse_size(v, &sz) || !sz)
-        return bad("--max-message", v, "not a size");
-      c->max_message = sz;
-      break;
-    case O_MAXCONN:
-    case O_MAXIP:
-      n = strtol(v, &end, 10);
-      if (*end || n < 0)
-        return bad(ch == O_MAXCONN ? "--max-connections" : "--max-per-ip", v,
-                   "not a count");
-      if (ch == O_MAXCONN)
-        c->max_connections = (size_t)n;
-      else
-        c->max_per_ip = (size_t)n;
-      break;
-    case O_ORIGIN:
-      if (o->norigins == MAX_LIST) return bad("--origin", v, "too many");
-      o->origins[o->norigins++] = v;
-      break;
-    case O_NODEFLATE:
-      o->no_deflate = true;
-      break;
-    case O_PING:
-      if (!app_parse_duration(v, &ms))
-        return bad("--ping-interval", v, "not a duration");
-      c->ping_interval_ms = ms ? ms : (unsigned)-1;
-      break;
-    case O_PONG:
-    case O_HANDSHAKE:
-    case O_IDLE:
-    case O_CLOSE:
-      if (!app_parse_duration(v, &ms) || (!ms && ch != O_IDLE))
-        return bad("timeout", v, "not a positive duration");
-      if (ch == O_PONG)
-        c->pong_timeout_ms = ms;
-      else if (ch == O_HANDSHAKE)
-        c->handshake_timeout_ms = ms;
-      else if (ch == O_IDLE)
-        c->idle_timeout_ms = ms;
-      else
-        c->close_timeout_ms = ms;
-      break;
-    case O_WLIMIT:
-      if (!app_parse_size(v, &sz) || sz < 1024)
-        return bad("--write-limit", v, "a size of at least 1KiB");
-      c->write_hard = sz;
-      if (c->write_high == 0 || c->write_high > sz / 2) c->write_high = sz / 4;
-      if (c->write_low == 0 || c->write_low > sz / 4) c->write_low = sz / 16;
-      break;
-    case O_LOG:
-      if (!strcmp(v, "json"))
-        o->json = true;
-      else if (strcmp(v, "text"))
-        return bad("--log", v, "text or json");
-      break;
-    case O_QUIET:
-      o->quiet = true;
-      break;
-    case O_PRINTPORT:
-      o->print_port = true;
-      break;
-    case O_HELP:
-    case 'h':
+    if (ch == O_HELP || ch == 'h') {
       fputs(serve_help, stdout);
       return -1;
-    default:
+    }
+    if (ch == O_CONFIG) continue;
+    if (ch == '?' || ch == ':') {
       fprintf(stderr, "duplex serve: unknown or incomplete option '%s'\n%s",
               argv[optind - 1], serve_help);
       return APP_USAGE;
     }
+    int rc = apply_flag(o, ch, optarg);
+    if (rc) return rc;
   }
   if (optind < argc) {
     fprintf(stderr, "duplex serve: unexpected argument '%s'\n", argv[optind]);
     return APP_USAGE;
   }
-  if (c->tls_key && !c->tls_cert) {
+  if (o->c.tls_key && !o->c.tls_cert) {
     fprintf(stderr, "duplex serve: --tls-key needs --tls-cert\n");
     return APP_USAGE;
   }
-  if (!c->static_root && o->necho == 0) {
-    fprintf(stderr, "duplex serve: nothing to serve: give --root DIR and/or "
-                    "--echo PATH\n");
-    return APP_USAGE;
+  return 0;
+}
+
+static int add_echo_routes(dx_server *srv, serve_opts *o) {
+  for (const char *const *e = o->c.echo; e && *e; e++) {
+    dx_route r = {.path = *e,
+                  .on_message = echo_message,
+                  .deflate = o->c.deflate,
+                  .origins = o->c.origins};
+    int rc = dx_server_route(srv, &r);
+    if (rc) {
+      fprintf(stderr, "duplex serve: --echo %s: %s\n", *e,
+              rc == DX_EINVAL ? "duplicate path" : dx_strerror(rc));
+      return APP_USAGE;
+    }
   }
   return 0;
+}
+
+static realtime *add_realtime(dx_server *srv, serve_opts *o, auth *a) {
+  rt_config rc = {.history = o->c.history ? o->c.history : DX_PS_NO_HISTORY,
+                  .history_ms = o->c.history_age_ms,
+                  .presence = o->c.presence,
+                  .max_subscriptions = o->c.max_subscriptions,
+                  .rate = o->c.rate ? o->c.rate : 1e12,
+                  .burst = o->c.rate ? o->c.burst : 1e12,
+                  .slow = (rt_slow_policy)o->c.slow_consumer,
+                  .origins = o->c.origins,
+                  .auth = a,
+                  .heartbeat_ms = o->c.ping_interval_ms};
+  char err[256];
+  realtime *rt = rt_new(srv, &rc, err, sizeof err);
+  if (!rt) fprintf(stderr, "duplex serve: %s\n", err);
+  return rt;
 }
 
 int app_serve(int argc, char **argv) {
@@ -353,47 +527,63 @@ int app_serve(int argc, char **argv) {
   memset(&o, 0, sizeof o);
   int rc = parse_args(argc, argv, &o);
   if (rc) return rc < 0 ? APP_OK : rc;
-  o.cfg.handle_signals = true;
-  o.cfg.log = on_log;
-  o.cfg.log_ud = &o;
-  dx_server *srv = dx_server_new(&o.cfg);
-  if (!srv) {
-    fprintf(stderr, "duplex serve: cannot serve --root %s: %s\n",
-            o.cfg.static_root ? o.cfg.static_root : "", strerror(errno));
-    return APP_FAIL;
+  if (!o.c.root && !o.c.echo && o.no_realtime) {
+    fprintf(stderr, "duplex serve: nothing to serve: give --root DIR, "
+                    "--echo PATH, or drop --no-realtime\n");
+    return APP_USAGE;
   }
-  for (int i = 0; i < o.necho; i++) {
-    dx_route r = {.path = o.echo[i],
-                  .on_message = echo_message,
-                  .deflate = !o.no_deflate,
-                  .origins = o.norigins ? o.origins : NULL};
-    if ((rc = dx_server_route(srv, &r)) != 0) {
-      fprintf(stderr, "duplex serve: --echo %s: %s\n", o.echo[i],
-              rc == DX_EINVAL ? "duplicate path" : dx_strerror(rc));
-      dx_server_free(srv);
+  char err[512];
+  auth *a = NULL;
+  if (!o.no_realtime && (o.c.auth.mode != AUTH_OFF || o.c.auth.api_keys)) {
+    if (!(a = auth_new(&o.c.auth, err, sizeof err))) {
+      fprintf(stderr, "duplex serve: auth: %s\n", err);
       return APP_USAGE;
     }
   }
-  if ((rc = dx_server_start(srv)) != 0) {
+  dx_server_config sc = {0};
+  config_to_server(&o.c, &sc);
+  sc.handle_signals = true;
+  sc.shutdown_reason = sc.shutdown_code == 1012 ? "restart" : NULL;
+  sc.log = on_log;
+  sc.log_ud = &o;
+  dx_server *srv = dx_server_new(&sc);
+  if (!srv) {
+    fprintf(stderr, "duplex serve: cannot serve --root %s: %s\n",
+            o.c.root ? o.c.root : "", strerror(errno));
+    auth_free(a);
+    return APP_FAIL;
+  }
+  realtime *rt = NULL;
+  if ((rc = add_echo_routes(srv, &o)) ||
+      (!o.no_realtime && !(rt = add_realtime(srv, &o, a)))) {
+    dx_server_free(srv);
+    auth_free(a);
+    return rc ? rc : APP_FAIL;
+  }
+  if ((rc = dx_server_start(srv)) != 0 || (rt && (rc = rt_start(rt)) != 0)) {
     if (*dx_server_error(srv))
       fprintf(stderr, "duplex serve: %s\n", dx_server_error(srv));
     else
       fprintf(stderr, "duplex serve: cannot listen on %s port %d: %s\n",
-              o.cfg.host ? o.cfg.host : "*", o.cfg.port, dx_strerror(rc));
+              o.c.host ? o.c.host : "*", o.c.port, dx_strerror(rc));
     dx_server_free(srv);
+    rt_free(rt);
+    auth_free(a);
     return APP_FAIL;
   }
   if (o.print_port) {
     printf("%d\n", dx_server_port(srv));
     fflush(stdout);
   }
-  fprintf(stderr, "duplex serve: listening on %s://%s:%d/%s%s\n",
-          o.cfg.tls_cert ? "https" : "http",
-          o.cfg.host ? o.cfg.host : "localhost", dx_server_port(srv),
-          o.cfg.static_root ? " root=" : "",
-          o.cfg.static_root ? o.cfg.static_root : "");
+  fprintf(stderr, "duplex serve: listening on %s://%s:%d/%s%s%s\n",
+          o.c.tls_cert ? "https" : "http", o.c.host ? o.c.host : "localhost",
+          dx_server_port(srv), rt ? " channels=/ws" : "",
+          o.c.root ? " root=" : "", o.c.root ? o.c.root : "");
   rc = dx_server_run(srv);
   dx_server_free(srv);
+  rt_free(rt);
+  auth_free(a);
+  config_free(&o.c);
   if (rc) {
     fprintf(stderr, "duplex serve: %s\n", dx_strerror(rc));
     return APP_FAIL;

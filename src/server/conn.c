@@ -292,6 +292,11 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
   dx_ws_handshake hs;
   int hrc = dx_ws_server_handshake(c->ws, req, &policy, &hs);
   if (c->deflate_charged && (hrc || !hs.pmd.enabled)) release_deflate(c);
+  if (hrc != 0 && r->r.on_accept && r->r.on_close) {
+    /* The accept hook may have filled the user data: let the route release
+     * it, as for every connection the hook let through. */
+    r->r.on_close(c, DX_CLOSE_ABNORMAL, "handshake failed", 16, r->r.ud);
+  }
   if (hrc != 0) {
     DX__INC(c->sl, rejected_http, 1);
     dx__log(srv, "reject", c, r->path, hs.status, 0, hs.reason);
@@ -521,11 +526,12 @@ static void on_http_data(dx_conn *c, uint8_t *p, size_t n) {
     /* Append to the partial head (or pipelined bytes held during a
      * response), bounded by the head limit. */
     size_t max = c->need ? c->need : cfg_of(c)->max_head + 4096;
-    if (c->head_len + n > max) {
-      if (c->phase == DX__RESPOND) {
-        c->read_paused = true; /* resumes when the response is written */
-        return;
-      }
+    if (c->head_len + n > max && c->phase == DX__RESPOND) {
+      /* Enough pipelined requests are waiting: keep these bytes (at most
+       * one read past the limit) and stop reading until the response is
+       * written. */
+      c->read_paused = true;
+    } else if (c->head_len + n > max) {
       DX__INC(c->sl, rejected_http, 1);
       return reject(c, 431, NULL, "request header fields too large", NULL);
     }
@@ -645,7 +651,9 @@ static size_t tls_pending(const dx_conn *c) {
  * ------------------------------------------------------------------ */
 
 static void start_linger(dx_conn *c);
+static void on_cipher(dx_conn *c, uint8_t *buf, size_t n, size_t cap);
 static int write_ws(dx_conn *c);
+static int write_http_body(dx_conn *c);
 
 static void dispatch(dx_conn *c, uint8_t *buf, size_t n) {
   if (c->phase == DX__WS) {
@@ -795,7 +803,14 @@ static void response_done(dx_conn *c) {
   }
   if (!c->dead && c->read_paused) {
     c->read_paused = false;
-    on_readable(c);
+    if (c->tls) {
+      /* Requests may already be decrypted inside the TLS buffer, where
+       * epoll cannot see them: process them before reading the socket. */
+      size_t cap;
+      uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
+      on_cipher(c, buf, 0, cap);
+    }
+    if (!c->dead && !c->read_paused) on_readable(c);
   }
 }
 
@@ -835,6 +850,15 @@ static int send_file_plain(dx_conn *c) {
 }
 
 static int write_http(dx_conn *c) {
+  uint64_t before = c->file_left + (c->out_len - c->out_off) + tls_pending(c);
+  int rc = write_http_body(c);
+  /* The stall timer measures time without progress, not response time. */
+  if (c->file_left + (c->out_len - c->out_off) + tls_pending(c) < before)
+    c->t_stall = 0;
+  return rc;
+}
+
+static int write_http_body(dx_conn *c) {
   if (c->tls && flush_tls(c) < 0) return -1;
   while (c->out_off < c->out_len) {
     ssize_t k = sock_send(c, c->out + c->out_off, c->out_len - c->out_off);

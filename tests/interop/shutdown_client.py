@@ -7,7 +7,7 @@ Connects to ws://127.0.0.1:PORT/echo, checks one echo, prints "open" and
 waits (at most 20 s) for the server to close the connection; prints
 "closed CODE" with the code of the server's close frame ("closed none" if
 it sent none). The driver sends SIGTERM to the server after "open" and
-expects "closed 1001" (the default shutdown code).
+expects "closed 1012" (duplex serve's default shutdown code: service restart).
 """
 import asyncio
 import sys

@@ -8,7 +8,7 @@
 # Echo of text/binary/empty/fragmented/16 MiB messages, permessage-deflate,
 # subprotocols, ping/pong, the closing handshake, the close codes of
 # protocol errors (1002, 1007, 1009), HTTP 426/400, the --origin list; and
-# a graceful shutdown on SIGTERM (a connected client gets 1001, the server
+# a graceful shutdown on SIGTERM (a connected client gets 1012 "restart", the server
 # exits 0 with the sanitizers quiet).
 #
 # Three servers, all on 127.0.0.1 and a free port:
@@ -79,11 +79,11 @@ grep -q '^open$' "$shut_out" || {
 dx_server_stop MAIN # SIGTERM: exit 0 within a few seconds, sanitizers quiet
 shut_rc=0
 wait "$shut_pid" || shut_rc=$?
-if ((shut_rc == 0)) && grep -q '^closed 1001$' "$shut_out"; then
-  echo "ok - shutdown: the connected client got close 1001, the server exited 0"
+if ((shut_rc == 0)) && grep -q '^closed 1012$' "$shut_out"; then
+  echo "ok - shutdown: the connected client got close 1012 (service restart), the server exited 0"
 else
   cat "$shut_out"
-  echo "not ok - shutdown: expected the connected client to get close 1001"
+  echo "not ok - shutdown: expected the connected client to get close 1012"
   failed+=("graceful shutdown")
 fi
 dx_server_stop SMALL

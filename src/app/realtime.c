@@ -1,0 +1,927 @@
+/*
+ * The duplex.v1 channel endpoint: JSON ops on /ws over the pub/sub
+ * registry, the HTTP publish API, /healthz and /metrics (docs/protocol.md).
+ *
+ * A published message is framed once, by the registry's frame hook (the
+ * WebSocket frame of {"op":"message",...}), and that same buffer is queued
+ * to every subscriber on every loop: the registry posts it to each loop
+ * that has subscribers, and the loop hands it to its connections.
+ */
+#include "realtime.h"
+
+#include <duplex/proto.h>
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HIGH_WATER (256u << 10) /* the server's default high watermark */
+
+typedef struct rt_pending {
+  char topic[DX_PS_TOPIC_MAX + 1];
+  uint64_t from, to; /* skipped seqs (RT_SLOW_SKIP) */
+  dx_ps_msg *latest; /* RT_SLOW_CONFLATE */
+} rt_pending;
+
+/* Per connection, in the server's per-connection user area. */
+typedef struct rt_conn {
+  dx_ps_sub *sub;
+  auth_identity id;
+  bool open_access; /* no auth configured: everything allowed */
+  double tokens, btokens;
+  uint64_t last_ms;
+  unsigned strikes;
+  rt_pending *pend;
+  size_t npend;
+} rt_conn;
+
+enum rt_counter {
+  C_BAD_JSON,
+  C_BAD_REQUEST,
+  C_UNKNOWN_OP,
+  C_FORBIDDEN,
+  C_RATE_LIMITED,
+  C_TOO_MANY_SUBS,
+  C_TOO_LARGE,
+  C_BAD_TOPIC,
+  C_ORIGIN,
+  C_AUTH,
+  C_SKIPPED,
+  C_CONFLATED,
+  C_API_PUBLISH,
+  C_API_UNAUTHORIZED,
+  C_WS_PUBLISH,
+  C_COUNT
+};
+static const char *const counter_names[C_COUNT] = {
+    "bad_json",    "bad_request",      "unknown_op",
+    "forbidden",   "rate_limited",     "too_many_subscriptions",
+    "too_large",   "bad_topic",        "origin",
+    "auth",        "skipped",          "conflated",
+    "api_publish", "api_unauthorized", "ws_publish"};
+
+struct realtime {
+  dx_server *srv;
+  rt_config cfg;
+  dx_pubsub *ps;
+  _Atomic uint64_t counters[C_COUNT];
+};
+
+/* One registry per process: the loops' posted jobs find it here. */
+static realtime *g_rt;
+static _Thread_local int tl_shard = -1;
+
+static void count(realtime *rt, enum rt_counter c) {
+  atomic_fetch_add_explicit(&rt->counters[c], 1, memory_order_relaxed);
+}
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- sending JSON ------------------------------------------------------- */
+
+static void send_json(dx_conn *c, json_t *obj) {
+  char *s = json_dumps(obj, JSON_COMPACT);
+  if (s) dx_conn_send(c, DX_OP_TEXT, s, strlen(s));
+  free(s);
+  json_decref(obj);
+}
+
+/* Adds the request's "id" to a reply when it had one. */
+static json_t *with_id(json_t *reply, json_t *req) {
+  json_t *id = req ? json_object_get(req, "id") : NULL;
+  if (id) json_object_set(reply, "id", id);
+  return reply;
+}
+
+static void send_error(realtime *rt, dx_conn *c, json_t *req,
+                       enum rt_counter code, const char *message) {
+  count(rt, code);
+  json_t *e = json_pack("{s:s, s:s, s:s}", "op", "error", "code",
+                        counter_names[code], "message", message);
+  send_json(c, with_id(e, req));
+}
+
+/* ---- the registry's hooks ------------------------------------------------ */
+
+/* The frame every subscriber gets: one unmasked WebSocket text frame. */
+static int frame_hook(void *ud, const dx_ps_frame_info *in, dx_ps_buf *out) {
+  (void)ud;
+  char prefix[64 + DX_PS_TOPIC_MAX];
+  int pn = snprintf(prefix, sizeof prefix,
+                    "{\"op\":\"message\",\"topic\":\"%s\",\"seq\":%llu,"
+                    "\"data\":",
+                    in->topic, (unsigned long long)in->seq);
+  uint64_t payload = (uint64_t)pn + in->len + 1;
+  uint8_t hdr[14];
+  size_t hn = dx_frame_header(hdr, DX_OP_TEXT, true, false, payload, NULL);
+  int rc = dx_ps_buf_append(out, hdr, hn);
+  if (!rc) rc = dx_ps_buf_append(out, prefix, (size_t)pn);
+  if (!rc) rc = dx_ps_buf_append(out, in->data, in->len);
+  if (!rc) rc = dx_ps_buf_append(out, "}", 1);
+  return rc;
+}
+
+static void run_dispatch(void *arg);
+
+static int deliver_hook(void *ud, unsigned shard, dx_ps_msg *msg) {
+  realtime *rt = ud;
+  return dx_server_post(rt->srv, (int)shard, run_dispatch, msg);
+}
+
+static void set_shard(void *arg) {
+  tl_shard = (int)(intptr_t)arg;
+}
+
+/* ---- slow consumers -------------------------------------------------------
+ */
+
+static rt_pending *pending_for(rt_conn *rc, const char *topic) {
+  for (size_t i = 0; i < rc->npend; i++)
+    if (strcmp(rc->pend[i].topic, topic) == 0) return &rc->pend[i];
+  rt_pending *p = realloc(rc->pend, (rc->npend + 1) * sizeof *p);
+  if (!p) return NULL;
+  rc->pend = p;
+  p = &rc->pend[rc->npend++];
+  memset(p, 0, sizeof *p);
+  snprintf(p->topic, sizeof p->topic, "%s", topic);
+  return p;
+}
+
+/* The queue is too long: skip or conflate instead of queueing more. */
+static void hold_back(realtime *rt, rt_conn *rc, dx_ps_msg *msg) {
+  rt_pending *p = pending_for(rc, dx_ps_msg_topic(msg));
+  if (!p) return;
+  uint64_t seq = dx_ps_msg_seq(msg);
+  if (rt->cfg.slow == RT_SLOW_SKIP) {
+    if (!p->from) p->from = seq;
+    p->to = seq;
+    count(rt, C_SKIPPED);
+  } else {
+    if (p->latest) count(rt, C_CONFLATED);
+    dx_ps_msg_decref(p->latest);
+    dx_ps_msg_incref(msg);
+    p->latest = msg;
+  }
+}
+
+static void release_pending(rt_conn *rc) {
+  for (size_t i = 0; i < rc->npend; i++)
+    dx_ps_msg_decref(rc->pend[i].latest);
+  free(rc->pend);
+  rc->pend = NULL;
+  rc->npend = 0;
+}
+
+static void on_drain(dx_conn *c, void *ud) {
+  (void)ud;
+  rt_conn *rc = dx_conn_user(c);
+  for (size_t i = 0; i < rc->npend; i++) {
+    rt_pending *p = &rc->pend[i];
+    if (p->from) {
+      json_t *g = json_pack("{s:s, s:s, s:I, s:I, s:s}", "op", "gap", "topic",
+                            p->topic, "from", (json_int_t)p->from, "to",
+                            (json_int_t)p->to, "reason", "dropped");
+      send_json(c, g);
+    }
+    if (p->latest) {
+      size_t n;
+      const void *f = dx_ps_msg_frame(p->latest, &n);
+      dx_conn_send_frame(c, f, n);
+    }
+  }
+  release_pending(rc);
+}
+
+static void send_to_sub(void *ud, dx_ps_sub *sub, dx_ps_msg *msg) {
+  realtime *rt = ud;
+  dx_conn *c = dx_ps_sub_user(sub);
+  rt_conn *rc = dx_conn_user(c);
+  if (rt->cfg.slow != RT_SLOW_DROP && dx_ps_msg_seq(msg) != 0 &&
+      (rc->npend || dx_conn_buffered(c) > HIGH_WATER)) {
+    hold_back(rt, rc, msg);
+    return;
+  }
+  size_t n;
+  const void *f = dx_ps_msg_frame(msg, &n);
+  dx_conn_send_frame(c, f, n);
+}
+
+static void run_dispatch(void *arg) {
+  dx_ps_msg *msg = arg;
+  realtime *rt = g_rt;
+  if (rt && tl_shard >= 0)
+    dx_ps_dispatch(rt->ps, (unsigned)tl_shard, msg, send_to_sub, rt);
+  dx_ps_msg_decref(msg);
+}
+
+/* ---- presence ---------------------------------------------------------- */
+
+static void broadcast_presence(realtime *rt, dx_conn *c, const char *topic,
+                               const char *op) {
+  rt_conn *rc = dx_conn_user(c);
+  char idbuf[32];
+  snprintf(idbuf, sizeof idbuf, "%llx", (unsigned long long)dx_conn_id(c));
+  const char *name = rc->id.subject && *rc->id.subject ? rc->id.subject : "";
+  json_t *m = json_pack("{s:s, s:s, s:{s:s, s:s}}", "op", op, "topic", topic,
+                        "member", "id", idbuf, "name", name);
+  char *s = json_dumps(m, JSON_COMPACT);
+  json_decref(m);
+  if (!s) return;
+  uint8_t hdr[14];
+  size_t len = strlen(s), hn;
+  hn = dx_frame_header(hdr, DX_OP_TEXT, true, false, len, NULL);
+  uint8_t *frame = malloc(hn + len);
+  if (frame) {
+    memcpy(frame, hdr, hn);
+    memcpy(frame + hn, s, len);
+    dx_ps_broadcast(rt->ps, topic, frame, hn + len);
+  }
+  free(frame);
+  free(s);
+}
+
+static void on_left(void *ud, const char *topic, bool left) {
+  void **ctx = ud;
+  if (left) broadcast_presence(ctx[0], ctx[1], topic, "leave");
+}
+
+static void add_member(void *ud, const char *id, const void *info, size_t len) {
+  (void)id;
+  json_t *arr = ud;
+  json_t *m = json_loadb(info, len, 0, NULL);
+  if (m) json_array_append_new(arr, m);
+}
+
+/* ---- the ops ------------------------------------------------------------- */
+
+static bool allowed(const rt_conn *rc, int what, const char *topic) {
+  return rc->open_access || auth_allows(&rc->id, what, topic);
+}
+
+static const char *topic_of(realtime *rt, dx_conn *c, json_t *req) {
+  const char *t = json_string_value(json_object_get(req, "topic"));
+  if (!t || !dx_ps_topic_valid(t)) {
+    send_error(rt, c, req, C_BAD_TOPIC,
+               "topic must be 1..128 characters of [A-Za-z0-9_.:/-]");
+    return NULL;
+  }
+  return t;
+}
+
+static dx_ps_sub *sub_of(realtime *rt, dx_conn *c) {
+  rt_conn *rc = dx_conn_user(c);
+  if (rc->sub) return rc->sub;
+  char idbuf[32], info[512];
+  snprintf(idbuf, sizeof idbuf, "%llx", (unsigned long long)dx_conn_id(c));
+  json_t *mi = json_pack("{s:s, s:s}", "id", idbuf, "name",
+                         rc->id.subject ? rc->id.subject : "");
+  char *s = json_dumps(mi, JSON_COMPACT);
+  json_decref(mi);
+  snprintf(info, sizeof info, "%s", s ? s : "{}");
+  free(s);
+  dx_ps_member m = {.id = idbuf, .info = info, .info_len = strlen(info)};
+  rc->sub = dx_ps_sub_new(rt->ps, (unsigned)dx_conn_loop(c), c,
+                          rt->cfg.presence ? &m : NULL);
+  return rc->sub;
+}
+
+static void send_subscribed(dx_conn *c, json_t *req, const char *topic,
+                            const dx_ps_subscribed *res) {
+  json_t *r =
+      json_pack("{s:s, s:s, s:I, s:s}", "op", "subscribed", "topic", topic,
+                "seq", (json_int_t)res->seq, "epoch", res->epoch);
+  send_json(c, with_id(r, req));
+  if (res->gap != DX_PS_GAP_NONE) {
+    json_t *g =
+        json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "op", "gap", "topic", topic,
+                  "from", (json_int_t)res->gap_from, "to",
+                  (json_int_t)res->gap_to, "epoch", res->epoch, "reason",
+                  res->gap == DX_PS_GAP_EPOCH ? "epoch" : "history");
+    send_json(c, g);
+  }
+  for (size_t i = 0; i < res->nreplay; i++) {
+    size_t n;
+    const void *f = dx_ps_msg_frame(res->replay[i], &n);
+    dx_conn_send_frame(c, f, n);
+  }
+}
+
+static void op_subscribe(realtime *rt, dx_conn *c, json_t *req) {
+  rt_conn *rc = dx_conn_user(c);
+  const char *topic = topic_of(rt, c, req);
+  if (!topic) return;
+  if (!allowed(rc, AUTH_SUBSCRIBE, topic))
+    return send_error(rt, c, req, C_FORBIDDEN, "not allowed to subscribe");
+  json_t *since = json_object_get(req, "since");
+  json_t *epoch = json_object_get(req, "epoch");
+  if ((since && (!json_is_integer(since) || json_integer_value(since) < 0)) ||
+      (epoch && !json_is_string(epoch)))
+    return send_error(rt, c, req, C_BAD_REQUEST,
+                      "since is a non-negative integer, epoch a string");
+  dx_ps_sub *sub = sub_of(rt, c);
+  if (!sub) return send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
+  if (dx_ps_sub_count(sub) >= rt->cfg.max_subscriptions)
+    return send_error(rt, c, req, C_TOO_MANY_SUBS,
+                      "too many subscriptions on this connection");
+  dx_ps_resume resume = {.since =
+                             since ? (uint64_t)json_integer_value(since) : 0,
+                         .epoch = epoch ? json_string_value(epoch) : NULL};
+  dx_ps_subscribed res;
+  memset(&res, 0, sizeof res);
+  int rc2 = dx_ps_subscribe(sub, topic, since ? &resume : NULL, now_ms(), &res);
+  if (rc2 == 0) {
+    send_subscribed(c, req, topic, &res);
+    if (res.joined) broadcast_presence(rt, c, topic, "join");
+  } else if (rc2 == DX_ESTATE) {
+    send_error(rt, c, req, C_BAD_REQUEST, "already subscribed to this topic");
+  } else if (rc2 == DX_ENOSPC) {
+    send_error(rt, c, req, C_TOO_MANY_SUBS, "the server has too many topics");
+  } else {
+    send_error(rt, c, req, C_BAD_REQUEST, dx_strerror(rc2));
+  }
+  dx_ps_subscribed_clear(&res);
+}
+
+static void op_unsubscribe(realtime *rt, dx_conn *c, json_t *req) {
+  rt_conn *rc = dx_conn_user(c);
+  const char *topic = topic_of(rt, c, req);
+  if (!topic) return;
+  int r = rc->sub ? dx_ps_unsubscribe(rc->sub, topic) : DX_ESTATE;
+  if (r == DX_ESTATE) {
+    count(rt, C_BAD_REQUEST);
+    json_t *e =
+        json_pack("{s:s, s:s, s:s}", "op", "error", "code", "not_subscribed",
+                  "message", "not subscribed to this topic");
+    return send_json(c, with_id(e, req));
+  }
+  send_json(
+      c, with_id(json_pack("{s:s, s:s}", "op", "unsubscribed", "topic", topic),
+                 req));
+  if (r == 1) broadcast_presence(rt, c, topic, "leave");
+}
+
+static void op_publish(realtime *rt, dx_conn *c, json_t *req) {
+  rt_conn *rc = dx_conn_user(c);
+  const char *topic = topic_of(rt, c, req);
+  if (!topic) return;
+  if (!allowed(rc, AUTH_PUBLISH, topic))
+    return send_error(rt, c, req, C_FORBIDDEN, "not allowed to publish");
+  json_t *data = json_object_get(req, "data");
+  if (!data) return send_error(rt, c, req, C_BAD_REQUEST, "publish needs data");
+  char *s = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+  if (!s) return send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
+  dx_ps_published out;
+  int r = dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out);
+  free(s);
+  if (r) return send_error(rt, c, req, C_BAD_REQUEST, dx_strerror(r));
+  count(rt, C_WS_PUBLISH);
+  send_json(c, with_id(json_pack("{s:s, s:s, s:I}", "op", "published", "topic",
+                                 topic, "seq", (json_int_t)out.seq),
+                       req));
+}
+
+static void op_presence(realtime *rt, dx_conn *c, json_t *req) {
+  rt_conn *rc = dx_conn_user(c);
+  const char *topic = topic_of(rt, c, req);
+  if (!topic) return;
+  if (!allowed(rc, AUTH_SUBSCRIBE, topic))
+    return send_error(rt, c, req, C_FORBIDDEN, "not allowed on this topic");
+  json_t *members = json_array();
+  int n = dx_ps_presence(rt->ps, topic, add_member, members);
+  if (n == DX_ESTATE) {
+    json_decref(members);
+    return send_error(rt, c, req, C_BAD_REQUEST, "presence is off");
+  }
+  send_json(c, with_id(json_pack("{s:s, s:s, s:o}", "op", "presence", "topic",
+                                 topic, "members", members),
+                       req));
+}
+
+/* ---- incoming messages ------------------------------------------------------
+ */
+
+/* Nesting depth of a JSON text without parsing it: bounded work before
+ * the parser sees anything. Returns false past max. */
+static bool depth_ok(const uint8_t *p, size_t n, unsigned max) {
+  unsigned d = 0;
+  bool str = false, esc = false;
+  for (size_t i = 0; i < n; i++) {
+    uint8_t ch = p[i];
+    if (str) {
+      if (esc)
+        esc = false;
+      else if (ch == '\\')
+        esc = true;
+      else if (ch == '"')
+        str = false;
+    } else if (ch == '"') {
+      str = true;
+    } else if (ch == '{' || ch == '[') {
+      if (++d > max) return false;
+    } else if ((ch == '}' || ch == ']') && d) {
+      d--;
+    }
+  }
+  return true;
+}
+
+/* Token buckets: messages/s and bytes/s. */
+static bool rate_ok(realtime *rt, rt_conn *rc, size_t len) {
+  uint64_t now = now_ms();
+  double dt = rc->last_ms ? (double)(now - rc->last_ms) / 1000.0 : 0;
+  rc->last_ms = now;
+  double burst = rt->cfg.burst;
+  double bburst = rt->cfg.bytes_rate * 2;
+  rc->tokens = rc->tokens + dt * rt->cfg.rate;
+  if (rc->tokens > burst) rc->tokens = burst;
+  rc->btokens = rc->btokens + dt * rt->cfg.bytes_rate;
+  if (rc->btokens > bburst) rc->btokens = bburst;
+  if (rc->tokens < 1 || rc->btokens < (double)len) return false;
+  rc->tokens -= 1;
+  rc->btokens -= (double)len;
+  return true;
+}
+
+static void on_message(dx_conn *c, dx_opcode op, uint8_t *data, size_t len,
+                       void *ud) {
+  realtime *rt = ud;
+  rt_conn *rc = dx_conn_user(c);
+  if (!rate_ok(rt, rc, len)) {
+    /* Documented: the message is dropped with an error; a client that
+     * keeps going past its limit is closed with 1008. */
+    if (++rc->strikes > 20) {
+      count(rt, C_RATE_LIMITED);
+      dx_conn_close(c, DX_CLOSE_POLICY, "rate limit exceeded");
+      return;
+    }
+    return send_error(rt, c, NULL, C_RATE_LIMITED,
+                      "rate limit exceeded: message dropped");
+  }
+  rc->strikes = 0;
+  if (op != DX_OP_TEXT)
+    return send_error(rt, c, NULL, C_BAD_REQUEST,
+                      "messages are JSON text frames");
+  if (len > rt->cfg.max_frame_json)
+    return send_error(rt, c, NULL, C_TOO_LARGE, "message too large");
+  if (!depth_ok(data, len, rt->cfg.max_depth))
+    return send_error(rt, c, NULL, C_BAD_JSON, "JSON nested too deeply");
+  json_error_t jerr;
+  json_t *req =
+      json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!req) return send_error(rt, c, NULL, C_BAD_JSON, jerr.text);
+  const char *opname = json_string_value(json_object_get(req, "op"));
+  if (!json_is_object(req) || !opname)
+    send_error(rt, c, req, C_BAD_REQUEST, "a request is an object with op");
+  else if (!strcmp(opname, "subscribe"))
+    op_subscribe(rt, c, req);
+  else if (!strcmp(opname, "unsubscribe"))
+    op_unsubscribe(rt, c, req);
+  else if (!strcmp(opname, "publish"))
+    op_publish(rt, c, req);
+  else if (!strcmp(opname, "presence"))
+    op_presence(rt, c, req);
+  else if (!strcmp(opname, "ping"))
+    send_json(c, with_id(json_pack("{s:s}", "op", "pong"), req));
+  else
+    send_error(rt, c, req, C_UNKNOWN_OP, "unknown op");
+  json_decref(req);
+}
+
+/* ---- connection lifetime
+ * ----------------------------------------------------- */
+
+static const char *header(const dx_upgrade_request *r, const char *name) {
+  static _Thread_local char buf[512];
+  const dx_header *h = dx_http_header(r->headers, r->num_headers, name);
+  if (!h) return NULL;
+  snprintf(buf, sizeof buf, "%.*s", (int)h->value_len, h->value);
+  return buf;
+}
+
+/* Same-origin by default: the Origin's authority must be the Host. */
+static bool origin_ok(realtime *rt, const dx_upgrade_request *req) {
+  if (!req->origin || rt->cfg.origins) return true; /* the route checks */
+  const char *o = strstr(req->origin, "://");
+  const char *host = header(req, "Host");
+  return o && host && strcasecmp(o + 3, host) == 0;
+}
+
+static int on_accept(dx_conn *c, const dx_upgrade_request *req, void *ud) {
+  realtime *rt = ud;
+  rt_conn *rc = dx_conn_user(c);
+  if (!origin_ok(rt, req)) {
+    count(rt, C_ORIGIN);
+    fprintf(stderr,
+            "duplex serve: rejected cross-site WebSocket from Origin "
+            "%s (allow it with --origin)\n",
+            req->origin);
+    return 403;
+  }
+  rc->tokens = rt->cfg.burst;
+  rc->btokens = rt->cfg.bytes_rate * 2;
+  if (!rt->cfg.auth) {
+    rc->open_access = true;
+    return 0;
+  }
+  int st = auth_check_upgrade(rt->cfg.auth, req, time(NULL), &rc->id);
+  if (st) count(rt, C_AUTH);
+  return st;
+}
+
+static void on_open(dx_conn *c, void *ud) {
+  realtime *rt = ud;
+  json_t *h = json_pack("{s:s, s:i, s:s, s:i}", "op", "hello", "version", 1,
+                        "server", "duplex/" DX_VERSION_STRING, "heartbeat",
+                        (int)rt->cfg.heartbeat_ms);
+  send_json(c, h);
+}
+
+static void on_close(dx_conn *c, uint16_t code, const char *reason, size_t len,
+                     void *ud) {
+  (void)code, (void)reason, (void)len;
+  realtime *rt = ud;
+  rt_conn *rc = dx_conn_user(c);
+  if (rc->sub) {
+    void *ctx[2] = {rt, c};
+    dx_ps_unsubscribe_all(rc->sub, rt->cfg.presence ? on_left : NULL, ctx);
+    dx_ps_sub_free(rc->sub);
+    rc->sub = NULL;
+  }
+  release_pending(rc);
+  auth_identity_clear(&rc->id);
+}
+
+/* ---- the HTTP API -------------------------------------------------------- */
+
+static const char *view_header(const dx_http_view *v, const char *name) {
+  static _Thread_local char buf[1024];
+  const dx_header *h = dx_http_header(v->headers, v->num_headers, name);
+  if (!h) return NULL;
+  snprintf(buf, sizeof buf, "%.*s", (int)h->value_len, h->value);
+  return buf;
+}
+
+static void reply_json(dx_http_exchange *x, int status, json_t *obj) {
+  char *s = json_dumps(obj, JSON_COMPACT);
+  json_decref(obj);
+  if (!s) {
+    dx_http_respond(x, 500, "text/plain", "out of memory\n", 14, NULL);
+    return;
+  }
+  size_t n = strlen(s);
+  s[n] = '\n';
+  dx_http_respond(x, status, "application/json", s, n + 1,
+                  status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
+  free(s);
+}
+
+static void reply_error(dx_http_exchange *x, int status, const char *msg) {
+  reply_json(x, status, json_pack("{s:s}", "error", msg));
+}
+
+/* API key check; false after answering 401. */
+static bool api_authorized(realtime *rt, dx_http_exchange *x,
+                           const dx_http_view *v) {
+  if (!rt->cfg.auth) return true;
+  if (auth_check_api_key(rt->cfg.auth, view_header(v, "Authorization")) == 0)
+    return true;
+  count(rt, C_API_UNAUTHORIZED);
+  reply_error(x, 401, "a valid API key is required (Authorization: Bearer)");
+  return false;
+}
+
+static void api_publish(dx_http_exchange *x, const dx_http_view *v, void *ud) {
+  realtime *rt = ud;
+  if (strcmp(v->method, "POST") != 0) {
+    dx_http_respond(x, 405, "text/plain", "POST only\n", 10, "Allow: POST\r\n");
+    return;
+  }
+  if (!api_authorized(rt, x, v)) return;
+  json_error_t jerr;
+  json_t *body = json_loadb((const char *)v->body, v->body_len,
+                            JSON_REJECT_DUPLICATES, &jerr);
+  const char *topic = json_string_value(json_object_get(body, "topic"));
+  json_t *data = json_object_get(body, "data");
+  if (!body || !topic || !data || !dx_ps_topic_valid(topic) ||
+      !depth_ok(v->body, v->body_len, rt->cfg.max_depth)) {
+    json_decref(body);
+    return reply_error(x, 400,
+                       "body: {\"topic\": valid topic, \"data\": any JSON}");
+  }
+  char *s = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+  dx_ps_published out;
+  int r = s ? dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out)
+            : DX_ENOMEM;
+  free(s);
+  if (r) {
+    json_decref(body);
+    return reply_error(x, r == DX_ENOSPC ? 503 : 500, dx_strerror(r));
+  }
+  count(rt, C_API_PUBLISH);
+  reply_json(x, 200,
+             json_pack("{s:s, s:I, s:s}", "topic", topic, "seq",
+                       (json_int_t)out.seq, "epoch", out.epoch));
+  json_decref(body);
+}
+
+static void add_topic(void *ud, const dx_ps_topic_info *t) {
+  json_array_append_new(ud, json_pack("{s:s, s:I, s:s, s:I, s:I}", "topic",
+                                      t->topic, "seq", (json_int_t)t->seq,
+                                      "epoch", t->epoch, "subscribers",
+                                      (json_int_t)t->subscribers, "retained",
+                                      (json_int_t)t->retained));
+}
+
+static void api_topics(dx_http_exchange *x, const dx_http_view *v, void *ud) {
+  realtime *rt = ud;
+  if (strcmp(v->method, "GET") != 0) {
+    dx_http_respond(x, 405, "text/plain", "GET only\n", 9, "Allow: GET\r\n");
+    return;
+  }
+  if (!api_authorized(rt, x, v)) return;
+  json_t *arr = json_array();
+  dx_ps_topics(rt->ps, now_ms(), add_topic, arr);
+  reply_json(x, 200, json_pack("{s:o}", "topics", arr));
+}
+
+static void api_ticket(dx_http_exchange *x, const dx_http_view *v, void *ud) {
+  realtime *rt = ud;
+  if (strcmp(v->method, "POST") != 0) {
+    dx_http_respond(x, 405, "text/plain", "POST only\n", 10, "Allow: POST\r\n");
+    return;
+  }
+  if (!rt->cfg.auth || !auth_has_api_keys(rt->cfg.auth))
+    return reply_error(x, 403, "tickets need API keys configured");
+  if (!api_authorized(rt, x, v)) return;
+  auth_identity id;
+  char err[200];
+  int st = auth_identity_from_json(rt->cfg.auth, (const char *)v->body,
+                                   v->body_len, &id, err, sizeof err);
+  if (st) return reply_error(x, st, st == 400 ? err : "cannot issue");
+  char ticket[AUTH_TICKET_LEN + 1];
+  st = auth_ticket_issue(rt->cfg.auth, &id, time(NULL), ticket);
+  auth_identity_clear(&id);
+  if (st) return reply_error(x, st, "cannot issue a ticket now");
+  reply_json(x, 200,
+             json_pack("{s:s, s:i}", "ticket", ticket, "expires_in",
+                       (int)auth_ticket_ttl(rt->cfg.auth)));
+}
+
+static void api_healthz(dx_http_exchange *x, const dx_http_view *v, void *ud) {
+  (void)v, (void)ud;
+  static const char ok[] = "{\"status\":\"ok\"}\n";
+  dx_http_respond(x, 200, "application/json", ok, sizeof ok - 1,
+                  "Cache-Control: no-store\r\n");
+}
+
+/* ---- /metrics --------------------------------------------------------------
+ */
+
+typedef struct mbuf {
+  char *p;
+  size_t n, cap;
+} mbuf;
+
+static void mprintf(mbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void mprintf(mbuf *b, const char *fmt, ...) {
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if ((size_t)k < b->cap - b->n) {
+      b->n += (size_t)k;
+      return;
+    }
+    size_t ncap = (b->cap + (size_t)k) * 2;
+    char *q = realloc(b->p, ncap);
+    if (!q) return;
+    b->p = q;
+    b->cap = ncap;
+  }
+}
+
+static void metric(mbuf *b, const char *name, const char *type,
+                   const char *help, uint64_t v) {
+  mprintf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
+          name, (unsigned long long)v);
+}
+
+#define MAX_TOPIC_SERIES 50
+
+typedef struct topic_series {
+  mbuf *b;
+  size_t listed, unlisted;
+} topic_series;
+
+static void topic_metric(void *ud, const dx_ps_topic_info *t) {
+  topic_series *ts = ud;
+  /* Bounded label cardinality: the first MAX_TOPIC_SERIES topics only;
+   * the rest are counted in duplex_topics_unlisted. */
+  if (ts->listed == MAX_TOPIC_SERIES) {
+    ts->unlisted++;
+    return;
+  }
+  ts->listed++;
+  mprintf(ts->b, "duplex_topic_subscribers{topic=\"%s\"} %zu\n", t->topic,
+          t->subscribers);
+  mprintf(ts->b, "duplex_topic_seq{topic=\"%s\"} %llu\n", t->topic,
+          (unsigned long long)t->seq);
+}
+
+static void server_metrics(mbuf *b, const dx_server_stats *s) {
+  metric(b, "duplex_connections", "gauge", "Open TCP connections.",
+         s->connections);
+  metric(b, "duplex_websockets", "gauge", "Open WebSocket connections.",
+         s->websockets);
+  metric(b, "duplex_accepted_total", "counter", "Accepted TCP connections.",
+         s->accepted);
+  metric(b, "duplex_messages_received_total", "counter",
+         "WebSocket messages received.", s->messages_in);
+  metric(b, "duplex_messages_sent_total", "counter", "WebSocket messages sent.",
+         s->messages_out);
+  metric(b, "duplex_bytes_received_total", "counter", "Bytes read.",
+         s->bytes_in);
+  metric(b, "duplex_bytes_sent_total", "counter", "Bytes written.",
+         s->bytes_out);
+  metric(b, "duplex_http_requests_total", "counter", "HTTP requests.",
+         s->http_requests);
+  mprintf(b, "# HELP duplex_dropped_connections_total Connections the server "
+             "closed, by reason.\n# TYPE duplex_dropped_connections_total "
+             "counter\n");
+  mprintf(b,
+          "duplex_dropped_connections_total{reason=\"slow_consumer\"} "
+          "%llu\n",
+          (unsigned long long)s->closed_slow);
+  mprintf(b,
+          "duplex_dropped_connections_total{reason=\"ping_timeout\"} "
+          "%llu\n",
+          (unsigned long long)s->closed_ping);
+  mprintf(b,
+          "duplex_dropped_connections_total{reason=\"handshake_timeout\"} "
+          "%llu\n",
+          (unsigned long long)s->closed_handshake_timeout);
+  mprintf(b,
+          "duplex_dropped_connections_total{reason=\"protocol_error\"} "
+          "%llu\n",
+          (unsigned long long)s->protocol_errors);
+  static const unsigned bounds[] = DX_HANDSHAKE_BUCKETS_MS;
+  mprintf(b, "# HELP duplex_handshake_seconds Accept to 101 (TLS "
+             "included).\n# TYPE duplex_handshake_seconds histogram\n");
+  uint64_t cum = 0;
+  for (int i = 0; i < 12; i++) {
+    cum += s->handshake_le[i];
+    if (i < 11)
+      mprintf(b, "duplex_handshake_seconds_bucket{le=\"%g\"} %llu\n",
+              bounds[i] / 1000.0, (unsigned long long)cum);
+    else
+      mprintf(b, "duplex_handshake_seconds_bucket{le=\"+Inf\"} %llu\n",
+              (unsigned long long)cum);
+  }
+  mprintf(b,
+          "duplex_handshake_seconds_sum %g\nduplex_handshake_seconds_count "
+          "%llu\n",
+          (double)s->handshake_ms_sum / 1000.0, (unsigned long long)cum);
+}
+
+static void api_metrics(dx_http_exchange *x, const dx_http_view *v, void *ud) {
+  (void)v;
+  realtime *rt = ud;
+  mbuf b = {0};
+  dx_server_stats s;
+  dx_server_stats_get(rt->srv, &s);
+  server_metrics(&b, &s);
+  mprintf(&b, "# HELP duplex_rejections_total Requests and messages "
+              "rejected, by reason.\n# TYPE duplex_rejections_total counter\n");
+  mprintf(&b, "duplex_rejections_total{reason=\"origin\"} %llu\n",
+          (unsigned long long)(s.rejected_origin +
+                               atomic_load(&rt->counters[C_ORIGIN])));
+  mprintf(&b, "duplex_rejections_total{reason=\"quota\"} %llu\n",
+          (unsigned long long)s.rejected_quota);
+  mprintf(&b, "duplex_rejections_total{reason=\"auth\"} %llu\n",
+          (unsigned long long)s.rejected_auth);
+  mprintf(&b, "duplex_rejections_total{reason=\"http\"} %llu\n",
+          (unsigned long long)s.rejected_http);
+  for (int i = 0; i < C_COUNT; i++)
+    if (i != C_ORIGIN && i != C_AUTH && i != C_API_PUBLISH &&
+        i != C_WS_PUBLISH && i != C_SKIPPED && i != C_CONFLATED)
+      mprintf(&b, "duplex_rejections_total{reason=\"%s\"} %llu\n",
+              counter_names[i],
+              (unsigned long long)atomic_load(&rt->counters[i]));
+  dx_pubsub_stats ps;
+  dx_pubsub_stats_get(rt->ps, &ps);
+  metric(&b, "duplex_topics", "gauge", "Topics in the registry.", ps.topics);
+  metric(&b, "duplex_subscriptions", "gauge", "Topic subscriptions.",
+         ps.subscriptions);
+  metric(&b, "duplex_published_total", "counter", "Messages published.",
+         ps.published);
+  metric(&b, "duplex_deliveries_failed_total", "counter",
+         "Messages a loop could not be handed.", ps.deliver_failed);
+  metric(&b, "duplex_slow_skipped_total", "counter",
+         "Messages skipped for slow subscribers (gap notices follow).",
+         atomic_load(&rt->counters[C_SKIPPED]));
+  metric(&b, "duplex_slow_conflated_total", "counter",
+         "Messages replaced by a newer one for slow subscribers.",
+         atomic_load(&rt->counters[C_CONFLATED]));
+  mprintf(&b,
+          "# HELP duplex_topic_subscribers Subscribers per topic (first "
+          "%d topics).\n# TYPE duplex_topic_subscribers gauge\n# TYPE "
+          "duplex_topic_seq gauge\n",
+          MAX_TOPIC_SERIES);
+  topic_series ts = {&b, 0, 0};
+  dx_ps_topics(rt->ps, now_ms(), topic_metric, &ts);
+  metric(&b, "duplex_topics_unlisted", "gauge",
+         "Topics left out of the per-topic series.", ts.unlisted);
+  dx_http_respond(x, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.n,
+                  NULL);
+  free(b.p);
+}
+
+/* ---- setup ----------------------------------------------------------------
+ */
+
+static void fill_defaults(rt_config *c) {
+  if (!c->path) c->path = "/ws";
+  if (!c->history) c->history = 100;
+  if (!c->max_subscriptions) c->max_subscriptions = 100;
+  if (!c->max_topics) c->max_topics = 10000;
+  if (!c->max_frame_json) c->max_frame_json = 64 << 10;
+  if (!c->max_depth) c->max_depth = 32;
+  if (c->rate <= 0) c->rate = 50;
+  if (c->burst <= 0) c->burst = 2 * c->rate;
+  if (c->bytes_rate <= 0) c->bytes_rate = 1 << 20;
+}
+
+static const char *const protocols[] = {"duplex.v1", NULL};
+
+realtime *rt_new(dx_server *srv, const rt_config *cfg, char *err,
+                 size_t errlen) {
+  realtime *rt = calloc(1, sizeof *rt);
+  if (!rt) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  rt->srv = srv;
+  rt->cfg = *cfg;
+  fill_defaults(&rt->cfg);
+  dx_pubsub_config pc = {.shards = (unsigned)dx_server_loop_count(srv),
+                         .history = rt->cfg.history,
+                         .history_ms = rt->cfg.history_ms,
+                         .max_topics = rt->cfg.max_topics,
+                         .presence = rt->cfg.presence,
+                         .deliver = deliver_hook,
+                         .frame = frame_hook,
+                         .ud = rt};
+  rt->ps = dx_pubsub_new(&pc);
+  dx_route r = {.path = rt->cfg.path,
+                .on_accept = on_accept,
+                .on_open = on_open,
+                .on_message = on_message,
+                .on_close = on_close,
+                .on_drain = on_drain,
+                .ud = rt,
+                .subprotocols = protocols,
+                .origins = rt->cfg.origins,
+                .deflate = true,
+                .user_size = sizeof(rt_conn)};
+  int rc = rt->ps ? dx_server_route(srv, &r) : DX_ENOMEM;
+  if (!rc) rc = dx_server_http(srv, "/api/publish", api_publish, rt);
+  if (!rc) rc = dx_server_http(srv, "/api/topics", api_topics, rt);
+  if (!rc) rc = dx_server_http(srv, "/api/ticket", api_ticket, rt);
+  if (!rc) rc = dx_server_http(srv, "/healthz", api_healthz, rt);
+  if (!rc) rc = dx_server_http(srv, "/metrics", api_metrics, rt);
+  if (rc) {
+    snprintf(err, errlen, "cannot set up %s: %s", rt->cfg.path,
+             rc == DX_EINVAL ? "the path is taken" : dx_strerror(rc));
+    rt_free(rt);
+    return NULL;
+  }
+  g_rt = rt;
+  return rt;
+}
+
+int rt_start(realtime *rt) {
+  /* Loop queues are FIFO: each loop learns its shard before any delivery. */
+  for (int i = 0; i < dx_server_loop_count(rt->srv); i++) {
+    int rc = dx_server_post(rt->srv, i, set_shard, (void *)(intptr_t)i);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+void rt_free(realtime *rt) {
+  if (!rt) return;
+  if (g_rt == rt) g_rt = NULL;
+  dx_pubsub_free(rt->ps);
+  free(rt);
+}
