@@ -72,13 +72,16 @@ build-release: deps
 test: build-asan build-release
 	$(CTEST) --test-dir $(ASAN_DIR) --output-on-failure --parallel $(JOBS)
 
+# The demo: duplex serve with the chat and dashboard pages (web/), presence
+# on, an echo endpoint, and the ticker publisher feeding the dashboard
+# through the HTTP API. Ctrl-C stops both (the server closes with 1012).
 run: build-release
-	@if [ -x $(DUPLEX) ]; then \
-	  echo "serving the demo at http://127.0.0.1:$(PORT) (Ctrl-C stops)"; \
-	  exec $(DUPLEX) serve --port $(PORT) --root web; \
-	else \
-	  echo "duplex serve is not built yet; make run will serve the demo at http://127.0.0.1:$(PORT) once it lands"; \
-	fi
+	@echo "serving the demo at http://127.0.0.1:$(PORT) (Ctrl-C stops)"
+	@$(DUPLEX) serve --port $(PORT) --root web --presence --echo /echo & srv=$$!; \
+	  trap 'kill $$srv $$tick 2>/dev/null; wait $$srv' INT TERM EXIT; \
+	  sleep 0.5; \
+	  node web/ticker.js --url http://127.0.0.1:$(PORT)/api/publish --quiet & tick=$$!; \
+	  wait $$srv
 
 # ---- more -----------------------------------------------------------------
 
