@@ -607,6 +607,11 @@ export class Duplex {
     this._track(q.frame, (reply) => q.resolve(reply.seq), q.reject);
   }
 
+  /** Failed connection attempts in a row (0 once the server said hello). @returns {number} */
+  get attempt() {
+    return this._attempt;
+  }
+
   /** Publishes waiting for a connection. @returns {number} */
   get queued() {
     return this._queue.length;

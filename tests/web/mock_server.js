@@ -79,7 +79,7 @@ async function createMockServer(o = {}) {
     const t = topic(name);
     const seq = ++t.seq;
     t.history.push({ seq, data });
-    while (t.history.length > opt.history) t.history.shift();
+    while (t.history.length > (t.limit ?? opt.history)) t.history.shift();
     const frame = JSON.stringify({ op: 'message', topic: name, seq, data });
     for (const c of t.subs) if (c.ws.readyState === 1 && !c.frozen) c.ws.send(frame);
     return { topic: name, seq, epoch: t.epoch };
@@ -322,6 +322,12 @@ async function createMockServer(o = {}) {
       c.frozen = true;
       c.ws._socket.pause();
     }
+  };
+  /** Retains at most n messages of `name` from now on (trims now). */
+  m.setHistory = (name, n) => {
+    const t = topic(name);
+    t.limit = n;
+    while (t.history.length > n) t.history.shift();
   };
   /** While true, upgrades are answered 503. */
   m.refuse = (on) => {
