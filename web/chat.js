@@ -4,20 +4,23 @@
  * - History: the page subscribes with since=0, so it shows what the server
  *   still retains; after a network drop duplex.js resumes with since/epoch
  *   and the page shows what it missed, or a gap notice.
- * - Presence: the server's presence ops (join/leave/presence). To give
- *   members a name the page mints a one-time ticket for its name
- *   (POST /api/ticket {"sub": name}) before each connection; when the API
- *   refuses (API keys configured), it connects anonymously. When presence
- *   is off on the server, the list is derived from "here" messages each
- *   page publishes every 20 s.
+ * - Presence (duplex serve --presence): the server's member list
+ *   (presence/join/leave) says who is here. Anonymous members have no name
+ *   on the server (a member's name is its token's subject), so each page
+ *   tells the room its name: it learns its own member id on every
+ *   connection (it subscribes to a topic of its own, "chat:whoami:<tab>",
+ *   where it is the only member, asks for that topic's presence, and
+ *   unsubscribes), then publishes {"type": "here", "name", "member"} to the
+ *   room, again whenever someone joins. When presence is off, the list is
+ *   derived from "here" messages every page publishes every 20 s.
  * - Sending: a message is shown at once as pending, confirmed when the
  *   server echoes it back (matched by a per-message id); while offline it
  *   waits in duplex.js's queue.
  *
  * Stable hooks for tests: #status[data-state], #messages > li.msg[data-seq]
  * (.msg-name, .msg-time, .msg-text), li.gap-notice[data-reason],
- * li.system.resume, #presence > li.member[data-id], #presence-count,
- * window.chat = {client, topic}.
+ * li.system.resume, #presence > li.member[data-id] (.member-name),
+ * #presence-count, window.chat = {client, topic}.
  *
  * Query parameters: ?room=lobby&name=Ada joins directly.
  */
@@ -27,21 +30,27 @@ import { h, bindStatus, clock, colorFor, initials } from './ui.js';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const CID = Math.random().toString(36).slice(2, 10); // this tab
-const HERE_EVERY = 20000;
-const HERE_TTL = 50000;
+const HERE_EVERY = 20000; // presence off: "here" period
+const HERE_TTL = 50000; // presence off: forgotten after
 
 const state = {
   name: '',
   room: '',
   topic: '',
   client: null,
-  ticketMode: 'try', // 'try': mint tickets; 'off': the API refused, anonymous
   presenceMode: 'unknown', // 'server' | 'here'
   initial: true, // the first subscription's replay (its history gap is no loss)
   pending: new Map(), // mid -> <li>
-  here: new Map(), // cid -> {name, ts}  (presence off)
-  members: new Set(), // ids shown, for join/leave lines
+  replay: null, // {li, upto, n}: the resume line being counted
   sent: 0,
+  // presence on
+  myId: null, // our member id on the current connection
+  names: new Map(), // member id -> name, from "here" messages
+  members: [], // the server's list, as last shown
+  joining: new Map(), // member id -> timer: a join waiting for its name
+  lastAnnounce: 0,
+  // presence off
+  here: new Map(), // cid -> {name, ts}
 };
 
 // ---- joining ---------------------------------------------------------------
@@ -85,7 +94,7 @@ function start(name, room) {
   document.title = `#${room} · duplex chat`;
   history.replaceState(null, '', `?${new URLSearchParams({ room })}`);
 
-  const client = new Duplex({ ticket: mintTicket });
+  const client = new Duplex();
   state.client = client;
   window.chat = { client, topic: state.topic };
   bindStatus(client, $('status'));
@@ -95,9 +104,13 @@ function start(name, room) {
     state.initial = !e.resumed;
     if (e.resumed) resumed(e);
     showPosition();
-    if (state.presenceMode === 'here') announce();
+    if (state.presenceMode === 'here') sayHere();
   });
   client.on('presence', (p) => p.topic === state.topic && presence(p));
+  client.on('open', () => {
+    state.myId = null; // a new connection, a new member id
+    if (state.presenceMode !== 'here') whoami();
+  });
   client.on('error', (e) => console.warn('duplex:', e.code || '', e.message));
 
   client.subscribe(state.topic, onMessage, { since: 0, presence: true, onGap })
@@ -108,34 +121,25 @@ function start(name, room) {
   $('text').focus();
 }
 
-/** A fresh one-time ticket per connection attempt, or null (anonymous). */
-async function mintTicket() {
-  if (state.ticketMode === 'off') return null;
-  const r = await fetch('/api/ticket', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ sub: state.name }),
-  });
-  if ([401, 403, 404, 405].includes(r.status)) {
-    state.ticketMode = 'off';
-    return null;
-  }
-  if (!r.ok) throw new Error(`POST /api/ticket: HTTP ${r.status}`); // retried with backoff
-  const body = await r.json();
-  return body.ticket || null;
-}
-
 // ---- messages --------------------------------------------------------------
 
 function onMessage(data, msg) {
   showPosition();
   if (data && data.type === 'here') {
-    if (data.cid) state.here.set(data.cid, { name: String(data.name || '?'), ts: Number(data.ts) || 0 });
+    const name = String(data.name || '?').slice(0, 32);
+    if (data.cid) state.here.set(data.cid, { name, ts: Number(data.ts) || 0 });
+    if (data.member != null) named(String(data.member), name);
     if (state.presenceMode === 'here') renderHere();
     return;
   }
   const m = data && typeof data === 'object' ? data : { text: JSON.stringify(data) };
   if (m.cid && m.name) state.here.set(m.cid, { name: String(m.name), ts: Number(m.ts) || Date.now() });
+  const r = state.replay;
+  if (r && msg.seq <= r.upto) {
+    r.n++;
+    r.li.dataset.missed = String(r.n);
+    r.li.textContent = `↻ Reconnected — ${r.n} missed message${r.n === 1 ? '' : 's'} delivered`;
+  }
   const pending = m.mid && state.pending.get(m.mid);
   if (pending) {
     pending.remove();
@@ -213,10 +217,12 @@ function onGap(g) {
   append(h('li', { className: 'gap-notice', dataset: { reason: g.reason, from: String(g.from), to: String(g.to) } }, text));
 }
 
+/** After a resubscription: a line that counts the missed messages as the
+ *  replay delivers them (the replay is the seqs up to the ack's). */
 function resumed(e) {
-  const missed = e.since !== null && e.epoch === state.client.position(e.topic).epoch ? e.seq - e.since : 0;
-  append(h('li', { className: 'system resume', dataset: { missed: String(Math.max(0, missed)) } },
-    missed > 0 ? `↻ Reconnected — ${missed} message${missed === 1 ? ' was' : 's were'} sent while you were away` : '↻ Reconnected'));
+  const li = h('li', { className: 'system resume', dataset: { missed: '0' } }, '↻ Reconnected');
+  state.replay = { li, upto: e.seq, n: 0 };
+  append(li);
   for (const li of state.pending.values()) {
     const note = li.querySelector('.msg-state');
     if (note && !li.classList.contains('failed')) note.textContent = 'sending…';
@@ -230,7 +236,53 @@ function showPosition() {
   $('epoch').textContent = p.epoch || '–';
 }
 
-// ---- presence --------------------------------------------------------------
+// ---- presence ----------------------------------------------------------------
+
+/** Learns our member id on this connection: alone on a topic of our own. */
+async function whoami() {
+  const c = state.client;
+  const topic = `chat:whoami:${CID}`;
+  try {
+    await c.request({ op: 'subscribe', topic });
+    const r = await c.request({ op: 'presence', topic });
+    c.request({ op: 'unsubscribe', topic }).catch(() => {});
+    const me = (r.members || [])[0];
+    if (!me) return;
+    state.myId = String(me.id);
+    state.names.set(state.myId, state.name);
+    renderMembers();
+    announce(true);
+  } catch (e) {
+    // Presence off (unknown_op) or a dropped connection: nothing to learn.
+  }
+}
+
+/** Tells the room our name (once per connection, and when someone joins). */
+function announce(force) {
+  const c = state.client;
+  if (c.readyState !== Duplex.OPEN || state.myId === null) return;
+  if (!force && Date.now() - state.lastAnnounce < 5000) return;
+  state.lastAnnounce = Date.now();
+  c.publish(state.topic, { type: 'here', cid: CID, member: state.myId, name: state.name, ts: Date.now() })
+    .catch(() => {});
+}
+
+function label(m) {
+  return m.name || state.names.get(String(m.id)) || `guest ${String(m.id).slice(-4)}`;
+}
+
+/** A "here" message named a member: show its name, and its join line. */
+function named(id, name) {
+  const had = state.names.get(id);
+  state.names.set(id, name);
+  const t = state.joining.get(id);
+  if (t !== undefined) {
+    clearTimeout(t);
+    state.joining.delete(id);
+    if (id !== state.myId) system(`${name} joined`);
+  }
+  if (had !== name && state.members.some((m) => String(m.id) === id)) renderMembers();
+}
 
 function presence(p) {
   if (!p.available) {
@@ -238,21 +290,44 @@ function presence(p) {
     return;
   }
   state.presenceMode = 'server';
-  $('presence-mode').textContent = state.ticketMode === 'off' ? 'server (anonymous)' : 'server';
-  const list = p.members.map((m) => ({
-    id: m.id,
-    label: m.name || `guest ${String(m.id).slice(-4)}`,
-    you: state.ticketMode !== 'off' && m.id === state.name,
-  }));
-  if (p.change.type === 'join' && !state.members.has(p.change.member.id))
-    system(`${p.change.member.name || 'a guest'} joined`);
-  if (p.change.type === 'leave' && !list.some((m) => m.id === p.change.member.id))
-    system(`${p.change.member.name || 'a guest'} left`);
-  state.members = new Set(list.map((m) => m.id));
-  renderMembers(list);
+  $('presence-mode').textContent = 'server';
+  const ch = p.change;
+  const id = ch.member ? String(ch.member.id) : null;
+  if (ch.type === 'join' && id !== state.myId && !state.members.some((m) => String(m.id) === id)) {
+    if (ch.member.name) {
+      system(`${ch.member.name} joined`);
+    } else {
+      // Its name comes in its "here" message; wait for it a little.
+      clearTimeout(state.joining.get(id));
+      state.joining.set(id, setTimeout(() => {
+        state.joining.delete(id);
+        if (id !== state.myId) system(`${label(ch.member)} joined`);
+      }, 2500));
+      // Someone new does not know our name yet.
+      setTimeout(() => announce(false), 200 + Math.random() * 1000);
+    }
+  }
+  if (ch.type === 'leave' && !p.members.some((m) => String(m.id) === id)) {
+    const t = state.joining.get(id);
+    if (t !== undefined) {
+      clearTimeout(t);
+      state.joining.delete(id);
+    } else {
+      system(`${label(ch.member)} left`);
+    }
+  }
+  state.members = p.members;
+  renderMembers();
 }
 
 function renderMembers(list) {
+  if (!list) {
+    list = state.members.map((m) => ({
+      id: m.id,
+      label: label(m),
+      you: String(m.id) === state.myId || (m.name != null && m.name === state.name),
+    }));
+  }
   list.sort((a, b) => (b.you - a.you) || a.label.localeCompare(b.label));
   $('presence').replaceChildren(...list.map((m) =>
     h('li', { className: 'member', dataset: { id: String(m.id) } },
@@ -266,13 +341,13 @@ function renderMembers(list) {
 function startHereMode() {
   state.presenceMode = 'here';
   $('presence-mode').textContent = 'derived ("here" messages)';
-  announce();
-  setInterval(announce, HERE_EVERY);
+  sayHere();
+  setInterval(sayHere, HERE_EVERY);
   setInterval(renderHere, 5000);
   renderHere();
 }
 
-function announce() {
+function sayHere() {
   const c = state.client;
   if (c.readyState !== Duplex.OPEN) return;
   c.publish(state.topic, { type: 'here', cid: CID, name: state.name, ts: Date.now() }).catch(() => {});

@@ -85,14 +85,17 @@ async function createMockServer(o = {}) {
     return { topic: name, seq, epoch: t.epoch };
   }
 
+  // Like duplex serve: the subject, or the connection's id when anonymous.
   function member(c) {
-    return { id: c.user ? c.user.sub : c.id, name: c.user ? (c.user.name ?? c.user.sub) : null };
+    return c.user && c.user.sub ? { id: c.user.sub, name: c.user.sub } : { id: c.id, name: null };
   }
 
+  // Like duplex serve: to every subscriber, the member itself included
+  // (a leave: to the others, it has left already).
   function presenceEvent(name, c, op) {
     if (!opt.presence) return;
     const t = topic(name);
-    for (const o2 of t.subs) if (o2 !== c) send(o2, { op, topic: name, member: member(c) });
+    for (const o2 of t.subs) send(o2, { op, topic: name, member: member(c) });
   }
 
   function err(c, code, message, id) {
@@ -121,6 +124,7 @@ async function createMockServer(o = {}) {
       case 'subscribe': {
         if (f.since !== undefined && !(Number.isInteger(f.since) && f.since >= 0))
           return err(c, 'bad_request', 'since must be an integer >= 0', id);
+        // Subscribing again replaces the subscription (no leave/join).
         const t = topic(f.topic);
         const fresh = !t.subs.has(c);
         t.subs.add(c);
@@ -160,7 +164,7 @@ async function createMockServer(o = {}) {
         return;
       }
       case 'presence': {
-        if (!opt.presence) return err(c, 'unknown_op', 'presence is off', id);
+        if (!opt.presence) return err(c, 'unknown_op', 'presence is off on this server', id);
         const t = topic(f.topic);
         reply({ op: 'presence', topic: f.topic, members: [...t.subs].map(member) });
         return;
@@ -185,7 +189,7 @@ async function createMockServer(o = {}) {
     if (jwt) {
       try {
         const claims = JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
-        return { ok: true, via, token: jwt, user: { sub: String(claims.sub), name: claims.name } };
+        return { ok: true, via, token: jwt, user: { sub: String(claims.sub) } };
       } catch (e) {
         return { ok: false, via, token: jwt };
       }
@@ -195,12 +199,18 @@ async function createMockServer(o = {}) {
       const tk = tickets.get(ticket);
       tickets.delete(ticket); // one use, whatever the outcome
       if (!tk || tk.exp < Date.now()) return { ok: false, via: 'ticket' };
-      return { ok: true, via: 'ticket', user: { sub: tk.sub, name: tk.name } };
+      return { ok: true, via: 'ticket', user: { sub: tk.sub } };
     }
     return { ok: !opt.requireAuth, via: null, user: null };
   }
 
   // ---- HTTP ------------------------------------------------------------
+  const CODES = { 400: 'bad_request', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found',
+                  405: 'method_not_allowed', 413: 'too_large', 503: 'unavailable' };
+  function fail(res, status, message, extra) {
+    json(res, status, { error: CODES[status] || 'internal', message }, extra);
+  }
+
   function json(res, status, body, extra) {
     res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...extra });
     res.end(JSON.stringify(body));
@@ -218,32 +228,34 @@ async function createMockServer(o = {}) {
     const u = new URL(req.url, 'http://x');
     if (u.pathname.startsWith('/api/')) {
       if (opt.apiKey && req.headers.authorization !== 'Bearer ' + opt.apiKey)
-        return json(res, 401, { error: 'unauthorized', message: 'API key required' }, { 'WWW-Authenticate': 'Bearer' });
+        return fail(res, 401, 'a valid API key is required (Authorization: Bearer)', { 'WWW-Authenticate': 'Bearer' });
       if (u.pathname === '/api/topics' && req.method === 'GET') {
         return json(res, 200, { topics: [...topics].map(([name, t]) =>
-          ({ topic: name, seq: t.seq, subscribers: t.subs.size, retained: t.history.length })) });
+          ({ topic: name, seq: t.seq, epoch: t.epoch, subscribers: t.subs.size, retained: t.history.length })) });
       }
-      if (req.method !== 'POST') return json(res, 405, { error: 'bad_request', message: 'POST' }, { Allow: 'POST' });
+      if (req.method !== 'POST') return fail(res, 405, 'POST only', { Allow: 'POST' });
       let body;
       try {
         body = JSON.parse(await readBody(req));
       } catch (e) {
-        return json(res, 400, { error: 'bad_json', message: 'body is not JSON' });
+        return fail(res, 400, 'body is not JSON');
       }
       if (u.pathname === '/api/publish') {
-        if (!body || typeof body.topic !== 'string' || !TOPIC_RE.test(body.topic))
-          return json(res, 400, { error: 'bad_topic', message: 'bad topic' });
-        if (!('data' in body)) return json(res, 400, { error: 'bad_request', message: 'no data' });
+        if (!body || typeof body.topic !== 'string' || !TOPIC_RE.test(body.topic) || !('data' in body))
+          return fail(res, 400, 'body: {"topic": valid topic, "data": any JSON}');
         return json(res, 200, publish(body.topic, body.data));
       }
       if (u.pathname === '/api/ticket') {
-        if (!body || typeof body.sub !== 'string' || !body.sub)
-          return json(res, 400, { error: 'bad_request', message: 'sub is required' });
+        // Like duplex serve: only with API keys, body keys sub and grants.
+        if (!opt.apiKey) return fail(res, 403, 'tickets need API keys configured');
+        const bad = body && typeof body === 'object' && Object.keys(body).find((k) => k !== 'sub' && k !== 'grants');
+        if (!body || bad || (body.sub !== undefined && typeof body.sub !== 'string'))
+          return fail(res, 400, bad ? `unknown key "${bad}" (sub, grants)` : 'body: {"sub": string, "grants": {...}}');
         const ticket = 'tk_' + crypto.randomBytes(12).toString('base64url');
-        tickets.set(ticket, { sub: body.sub, name: body.name, exp: Date.now() + 30000 });
+        tickets.set(ticket, { sub: body.sub || '', exp: Date.now() + 30000 });
         return json(res, 200, { ticket, expires_in: 30 });
       }
-      return json(res, 404, { error: 'not_found', message: 'no such API' });
+      return fail(res, 404, 'no such API');
     }
     if (u.pathname === '/healthz') return json(res, 200, { status: 'ok' });
     if (u.pathname === '/_mock/restart' && req.method === 'POST') {
@@ -290,7 +302,7 @@ async function createMockServer(o = {}) {
     wss.handleUpgrade(req, socket, head, (ws) => {
       const c = { ws, id: 'c-' + (++connIds).toString(16), user: cred.user, subs: new Set() };
       conns.add(c);
-      send(c, { op: 'hello', version: 1, server: 'duplex-mock/0.1.0', heartbeat: opt.heartbeat, presence: opt.presence });
+      send(c, { op: 'hello', version: 1, server: 'duplex-mock/0.1.0', heartbeat: opt.heartbeat });
       ws.on('message', (d, isBinary) => onFrame(c, d, isBinary));
       ws.on('close', () => {
         conns.delete(c);
