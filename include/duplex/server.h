@@ -269,6 +269,14 @@ DX_API int dx_conn_ping(dx_conn *c, const void *data, size_t len);
 /* Starts the closing handshake (code 0: no code). */
 DX_API int dx_conn_close(dx_conn *c, uint16_t code, const char *reason);
 DX_API size_t dx_conn_buffered(const dx_conn *c);
+/* Writes what is queued now instead of at the end of the loop turn (for a
+ * burst, such as a replay, that would otherwise pile up). Returns the
+ * buffered amount left; 0 after a failure (the connection is then closed). */
+DX_API size_t dx_conn_flush(dx_conn *c);
+/* Asks for on_drain once the buffered amount is at or below the low
+ * watermark, even if it never passed the high one (for an application that
+ * holds messages back on its own). */
+DX_API void dx_conn_want_drain(dx_conn *c);
 DX_API void *dx_conn_user(dx_conn *c);
 DX_API uint64_t dx_conn_id(const dx_conn *c);
 DX_API const char *dx_conn_peer(const dx_conn *c); /* "127.0.0.1" */

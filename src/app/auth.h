@@ -135,7 +135,9 @@ auth *auth_new(const auth_config *cfg, char *err, size_t errlen);
  * valid after it; anonymous ones from auth_check_upgrade do not. */
 void auth_free(auth *a);
 
-/* Authenticates an upgrade request at time now (unix seconds). Returns 0 and
+/* Authenticates an upgrade request at time now (unix seconds). In mode off
+ * everyone is let in with every grant; a valid ticket, if presented, still
+ * gives the connection its subject (a bad one is ignored). Returns 0 and
  * fills *out (the caller clears it), or 401/403/500 with *out zeroed except
  * out->reason. A ticket is consumed by the attempt, whatever follows. */
 int auth_check_upgrade(auth *a, const dx_upgrade_request *req, int64_t now,
@@ -160,7 +162,8 @@ int auth_identity_from_json(const auth *a, const char *body, size_t len,
 
 /* Issues a one-time ticket for id (copied) valid for the ticket TTL from
  * now; writes AUTH_TICKET_LEN characters and a NUL to out. Returns 0, 403
- * (no API keys configured: nobody may issue tickets), 503 (ticket_max
+ * (no API keys configured and auth not off: nobody may issue tickets; with
+ * auth off a ticket only names a member, see auth_check_upgrade), 503 (ticket_max
  * tickets are waiting: the caller should answer 503 with Retry-After: TTL;
  * waiting tickets are never evicted) or 500. Expired tickets are swept on
  * every issue and every use. */

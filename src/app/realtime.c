@@ -19,8 +19,6 @@
 #include <string.h>
 #include <time.h>
 
-#define HIGH_WATER (256u << 10) /* the server's default high watermark */
-
 typedef struct rt_pending {
   char topic[DX_PS_TOPIC_MAX + 1];
   uint64_t from, to; /* skipped seqs (RT_SLOW_SKIP) */
@@ -156,16 +154,27 @@ static rt_pending *pending_for(rt_conn *rc, const char *topic) {
 }
 
 /* The queue is too long: skip or conflate instead of queueing more. */
-static void hold_back(realtime *rt, rt_conn *rc, dx_ps_msg *msg) {
+static void hold_back(realtime *rt, dx_conn *c, rt_conn *rc, dx_ps_msg *msg) {
   rt_pending *p = pending_for(rc, dx_ps_msg_topic(msg));
   if (!p) return;
+  /* The queue may drain without ever passing the server's high watermark
+   * (the kernel took it all): ask to hear when it does, either way. */
+  dx_conn_want_drain(c);
   uint64_t seq = dx_ps_msg_seq(msg);
-  if (rt->cfg.slow == RT_SLOW_SKIP) {
+  if (rt->cfg.slow != RT_SLOW_CONFLATE) {
+    /* skip, and drop's replay cut short: the client resumes with since. */
     if (!p->from) p->from = seq;
     p->to = seq;
     count(rt, C_SKIPPED);
   } else {
-    if (p->latest) count(rt, C_CONFLATED);
+    if (p->latest) {
+      /* The replaced message is lost to this client: say so (a gap with
+       * reason "dropped" comes before the latest one). */
+      uint64_t old = dx_ps_msg_seq(p->latest);
+      if (!p->from) p->from = old;
+      p->to = old;
+      count(rt, C_CONFLATED);
+    }
     dx_ps_msg_decref(p->latest);
     dx_ps_msg_incref(msg);
     p->latest = msg;
@@ -204,13 +213,23 @@ static void send_to_sub(void *ud, dx_ps_sub *sub, dx_ps_msg *msg) {
   realtime *rt = ud;
   dx_conn *c = dx_ps_sub_user(sub);
   rt_conn *rc = dx_conn_user(c);
-  if (rt->cfg.slow != RT_SLOW_DROP && dx_ps_msg_seq(msg) != 0 &&
-      (rc->npend || dx_conn_buffered(c) > HIGH_WATER)) {
-    hold_back(rt, rc, msg);
+  bool held = rc->npend != 0; /* keep order behind what is held back */
+  if (dx_ps_msg_seq(msg) != 0 &&
+      (held || (rt->cfg.slow != RT_SLOW_DROP &&
+                dx_conn_buffered(c) > rt->cfg.high_water))) {
+    hold_back(rt, c, rc, msg);
     return;
   }
   size_t n;
-  const void *f = dx_ps_msg_frame(msg, &n);
+  const uint8_t *f = dx_ps_msg_frame(msg, &n);
+  if (dx_ps_msg_seq(msg) == 0) { /* a presence event: origin id, frame */
+    uint64_t origin;
+    if (n < sizeof origin) return;
+    memcpy(&origin, f, sizeof origin);
+    if (origin == dx_conn_id(c)) return;
+    f += sizeof origin;
+    n -= sizeof origin;
+  }
   dx_conn_send_frame(c, f, n);
 }
 
@@ -224,25 +243,36 @@ static void run_dispatch(void *arg) {
 
 /* ---- presence ---------------------------------------------------------- */
 
-static void broadcast_presence(realtime *rt, dx_conn *c, const char *topic,
-                               const char *op) {
+/* A presence member: {"id": the token's subject, or the connection's id
+ * for anonymous members, "name": the subject or null}. */
+static json_t *member_json(dx_conn *c) {
   rt_conn *rc = dx_conn_user(c);
   char idbuf[32];
-  snprintf(idbuf, sizeof idbuf, "%llx", (unsigned long long)dx_conn_id(c));
-  const char *name = rc->id.subject && *rc->id.subject ? rc->id.subject : "";
-  json_t *m = json_pack("{s:s, s:s, s:{s:s, s:s}}", "op", op, "topic", topic,
-                        "member", "id", idbuf, "name", name);
+  snprintf(idbuf, sizeof idbuf, "c-%llx", (unsigned long long)dx_conn_id(c));
+  bool named = rc->id.subject && *rc->id.subject;
+  return json_pack("{s:s, s:o}", "id", named ? rc->id.subject : idbuf, "name",
+                   named ? json_string(rc->id.subject) : json_null());
+}
+
+static void broadcast_presence(realtime *rt, dx_conn *c, const char *topic,
+                               const char *op) {
+  json_t *m = json_pack("{s:s, s:s, s:o}", "op", op, "topic", topic, "member",
+                        member_json(c));
   char *s = json_dumps(m, JSON_COMPACT);
   json_decref(m);
   if (!s) return;
+  /* Join and leave go to the other subscribers: the broadcast carries the
+   * sender's connection id before the frame, and send_to_sub skips it. */
   uint8_t hdr[14];
   size_t len = strlen(s), hn;
   hn = dx_frame_header(hdr, DX_OP_TEXT, true, false, len, NULL);
-  uint8_t *frame = malloc(hn + len);
+  uint64_t origin = dx_conn_id(c);
+  uint8_t *frame = malloc(sizeof origin + hn + len);
   if (frame) {
-    memcpy(frame, hdr, hn);
-    memcpy(frame + hn, s, len);
-    dx_ps_broadcast(rt->ps, topic, frame, hn + len);
+    memcpy(frame, &origin, sizeof origin);
+    memcpy(frame + sizeof origin, hdr, hn);
+    memcpy(frame + sizeof origin + hn, s, len);
+    dx_ps_broadcast(rt->ps, topic, frame, sizeof origin + hn + len);
   }
   free(frame);
   free(s);
@@ -279,22 +309,20 @@ static const char *topic_of(realtime *rt, dx_conn *c, json_t *req) {
 static dx_ps_sub *sub_of(realtime *rt, dx_conn *c) {
   rt_conn *rc = dx_conn_user(c);
   if (rc->sub) return rc->sub;
-  char idbuf[32], info[512];
-  snprintf(idbuf, sizeof idbuf, "%llx", (unsigned long long)dx_conn_id(c));
-  json_t *mi = json_pack("{s:s, s:s}", "id", idbuf, "name",
-                         rc->id.subject ? rc->id.subject : "");
-  char *s = json_dumps(mi, JSON_COMPACT);
-  json_decref(mi);
-  snprintf(info, sizeof info, "%s", s ? s : "{}");
-  free(s);
-  dx_ps_member m = {.id = idbuf, .info = info, .info_len = strlen(info)};
+  json_t *mi = member_json(c);
+  char *info = json_dumps(mi, JSON_COMPACT);
+  const char *id = json_string_value(json_object_get(mi, "id"));
+  dx_ps_member m = {
+      .id = id, .info = info, .info_len = info ? strlen(info) : 0};
   rc->sub = dx_ps_sub_new(rt->ps, (unsigned)dx_conn_loop(c), c,
-                          rt->cfg.presence ? &m : NULL);
+                          rt->cfg.presence && info ? &m : NULL);
+  free(info);
+  json_decref(mi);
   return rc->sub;
 }
 
-static void send_subscribed(dx_conn *c, json_t *req, const char *topic,
-                            const dx_ps_subscribed *res) {
+static void send_subscribed(realtime *rt, dx_conn *c, json_t *req,
+                            const char *topic, const dx_ps_subscribed *res) {
   json_t *r =
       json_pack("{s:s, s:s, s:I, s:s}", "op", "subscribed", "topic", topic,
                 "seq", (json_int_t)res->seq, "epoch", res->epoch);
@@ -308,6 +336,19 @@ static void send_subscribed(dx_conn *c, json_t *req, const char *topic,
     send_json(c, g);
   }
   for (size_t i = 0; i < res->nreplay; i++) {
+    /* A long replay must not outgrow the output limits: write as we go,
+     * and if the client cannot take it, stop here and say what is left
+     * (a "dropped" gap once the queue drains; it resumes with since). */
+    if (dx_conn_buffered(c) > rt->cfg.high_water &&
+        dx_conn_flush(c) > rt->cfg.high_water) {
+      rt_pending *p = pending_for(dx_conn_user(c), topic);
+      if (p) {
+        p->from = dx_ps_msg_seq(res->replay[i]);
+        p->to = res->seq;
+        dx_conn_want_drain(c);
+      }
+      return;
+    }
     size_t n;
     const void *f = dx_ps_msg_frame(res->replay[i], &n);
     dx_conn_send_frame(c, f, n);
@@ -337,11 +378,19 @@ static void op_subscribe(realtime *rt, dx_conn *c, json_t *req) {
   dx_ps_subscribed res;
   memset(&res, 0, sizeof res);
   int rc2 = dx_ps_subscribe(sub, topic, since ? &resume : NULL, now_ms(), &res);
+  bool resubscribed = false;
+  if (rc2 == DX_ESTATE) {
+    /* Subscribing again (to resume with since after a "dropped" gap, say)
+     * replaces the subscription: same answer as a first subscribe, and no
+     * presence leave/join for the member that never left. */
+    dx_ps_unsubscribe(sub, topic);
+    dx_ps_subscribed_clear(&res);
+    rc2 = dx_ps_subscribe(sub, topic, since ? &resume : NULL, now_ms(), &res);
+    resubscribed = true;
+  }
   if (rc2 == 0) {
-    send_subscribed(c, req, topic, &res);
-    if (res.joined) broadcast_presence(rt, c, topic, "join");
-  } else if (rc2 == DX_ESTATE) {
-    send_error(rt, c, req, C_BAD_REQUEST, "already subscribed to this topic");
+    send_subscribed(rt, c, req, topic, &res);
+    if (res.joined && !resubscribed) broadcast_presence(rt, c, topic, "join");
   } else if (rc2 == DX_ENOSPC) {
     send_error(rt, c, req, C_TOO_MANY_SUBS, "the server has too many topics");
   } else {
@@ -398,7 +447,8 @@ static void op_presence(realtime *rt, dx_conn *c, json_t *req) {
   int n = dx_ps_presence(rt->ps, topic, add_member, members);
   if (n == DX_ESTATE) {
     json_decref(members);
-    return send_error(rt, c, req, C_BAD_REQUEST, "presence is off");
+    return send_error(rt, c, req, C_UNKNOWN_OP,
+                      "presence is off on this server");
   }
   send_json(c, with_id(json_pack("{s:s, s:s, s:o}", "op", "presence", "topic",
                                  topic, "members", members),
@@ -478,8 +528,10 @@ static void on_message(dx_conn *c, dx_opcode op, uint8_t *data, size_t len,
       json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
   if (!req) return send_error(rt, c, NULL, C_BAD_JSON, jerr.text);
   const char *opname = json_string_value(json_object_get(req, "op"));
-  if (!json_is_object(req) || !opname)
-    send_error(rt, c, req, C_BAD_REQUEST, "a request is an object with op");
+  if (!json_is_object(req))
+    send_error(rt, c, NULL, C_BAD_JSON, "a request is one JSON object");
+  else if (!opname)
+    send_error(rt, c, req, C_BAD_REQUEST, "a request needs an op");
   else if (!strcmp(opname, "subscribe"))
     op_subscribe(rt, c, req);
   else if (!strcmp(opname, "unsubscribe"))
@@ -583,8 +635,34 @@ static void reply_json(dx_http_exchange *x, int status, json_t *obj) {
   free(s);
 }
 
+static const char *status_code_name(int status) {
+  switch (status) {
+  case 400:
+    return "bad_request";
+  case 401:
+    return "unauthorized";
+  case 403:
+    return "forbidden";
+  case 404:
+    return "not_found";
+  case 405:
+    return "method_not_allowed";
+  case 413:
+    return "too_large";
+  case 503:
+    return "unavailable";
+  default:
+    return "internal";
+  }
+}
+
+static void reply_code(dx_http_exchange *x, int status, const char *code,
+                       const char *msg) {
+  reply_json(x, status, json_pack("{s:s, s:s}", "error", code, "message", msg));
+}
+
 static void reply_error(dx_http_exchange *x, int status, const char *msg) {
-  reply_json(x, status, json_pack("{s:s}", "error", msg));
+  reply_code(x, status, status_code_name(status), msg);
 }
 
 /* API key check; false after answering 401. */
@@ -606,15 +684,24 @@ static void api_publish(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   }
   if (!api_authorized(rt, x, v)) return;
   json_error_t jerr;
-  json_t *body = json_loadb((const char *)v->body, v->body_len,
-                            JSON_REJECT_DUPLICATES, &jerr);
+  json_t *body = depth_ok(v->body, v->body_len, rt->cfg.max_depth)
+                     ? json_loadb((const char *)v->body, v->body_len,
+                                  JSON_REJECT_DUPLICATES, &jerr)
+                     : NULL;
   const char *topic = json_string_value(json_object_get(body, "topic"));
   json_t *data = json_object_get(body, "data");
-  if (!body || !topic || !data || !dx_ps_topic_valid(topic) ||
-      !depth_ok(v->body, v->body_len, rt->cfg.max_depth)) {
+  if (!json_is_object(body)) {
     json_decref(body);
-    return reply_error(x, 400,
-                       "body: {\"topic\": valid topic, \"data\": any JSON}");
+    return reply_code(x, 400, "bad_json", "the body is one JSON object");
+  }
+  if (!topic || !dx_ps_topic_valid(topic)) {
+    json_decref(body);
+    return reply_code(x, 400, "bad_topic",
+                      "topic must be 1..128 characters of [A-Za-z0-9_.:/-]");
+  }
+  if (!data) {
+    json_decref(body);
+    return reply_code(x, 400, "bad_request", "the body needs \"data\"");
   }
   char *s = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
   dx_ps_published out;
@@ -658,8 +745,7 @@ static void api_ticket(dx_http_exchange *x, const dx_http_view *v, void *ud) {
     dx_http_respond(x, 405, "text/plain", "POST only\n", 10, "Allow: POST\r\n");
     return;
   }
-  if (!rt->cfg.auth || !auth_has_api_keys(rt->cfg.auth))
-    return reply_error(x, 403, "tickets need API keys configured");
+  if (!rt->cfg.auth) return reply_error(x, 403, "tickets are off");
   if (!api_authorized(rt, x, v)) return;
   auth_identity id;
   char err[200];
@@ -669,6 +755,8 @@ static void api_ticket(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   char ticket[AUTH_TICKET_LEN + 1];
   st = auth_ticket_issue(rt->cfg.auth, &id, time(NULL), ticket);
   auth_identity_clear(&id);
+  if (st == 403)
+    return reply_error(x, 403, "tickets need API keys (or auth off)");
   if (st) return reply_error(x, st, "cannot issue a ticket now");
   reply_json(x, 200,
              json_pack("{s:s, s:i}", "ticket", ticket, "expires_in",
@@ -860,6 +948,7 @@ static void fill_defaults(rt_config *c) {
   if (c->rate <= 0) c->rate = 50;
   if (c->burst <= 0) c->burst = 2 * c->rate;
   if (c->bytes_rate <= 0) c->bytes_rate = 1 << 20;
+  if (!c->high_water) c->high_water = 256 << 10;
 }
 
 static const char *const protocols[] = {"duplex.v1", NULL};

@@ -48,6 +48,8 @@ typedef struct rt_config {
   const char *const *origins; /* allowed Origins; NULL: same-origin only */
   auth *auth;                 /* NULL: everyone allowed everything */
   unsigned heartbeat_ms;      /* the server's ping interval, told in hello */
+  size_t high_water;          /* the server's soft output limit: past it,
+                                 skip/conflate hold messages back; 0: 256 KiB */
 } rt_config;
 
 /* Registers the routes on srv (not started yet). NULL with err on failure. */

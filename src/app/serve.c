@@ -515,7 +515,8 @@ static realtime *add_realtime(dx_server *srv, serve_opts *o, auth *a) {
                   .slow = (rt_slow_policy)o->c.slow_consumer,
                   .origins = o->c.origins,
                   .auth = a,
-                  .heartbeat_ms = o->c.ping_interval_ms};
+                  .heartbeat_ms = o->c.ping_interval_ms,
+                  .high_water = o->c.write_limit / 4};
   char err[256];
   realtime *rt = rt_new(srv, &rc, err, sizeof err);
   if (!rt) fprintf(stderr, "duplex serve: %s\n", err);
@@ -534,7 +535,8 @@ int app_serve(int argc, char **argv) {
   }
   char err[512];
   auth *a = NULL;
-  if (!o.no_realtime && (o.c.auth.mode != AUTH_OFF || o.c.auth.api_keys)) {
+  if (!o.no_realtime) {
+    /* Also with auth off: tickets then name presence members. */
     if (!(a = auth_new(&o.c.auth, err, sizeof err))) {
       fprintf(stderr, "duplex serve: auth: %s\n", err);
       return APP_USAGE;

@@ -274,8 +274,10 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
     int st = r->r.on_accept(c, &ur, r->r.ud);
     if (st) {
       DX__INC(c->sl, rejected_auth, 1);
+      /* RFC 9110 11.6.1: a 401 names the scheme it wants. */
       return reject(c, st >= 400 && st < 600 ? st : 403, r->path,
-                    "rejected by the endpoint", NULL);
+                    "rejected by the endpoint",
+                    st == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
     }
   }
   /* The engine lives in the connection's own block (see dx__conn_accept). */
@@ -1005,6 +1007,21 @@ int dx_conn_send_frame(dx_conn *c, const void *frame, size_t len) {
 
 int dx_conn_loop(const dx_conn *c) {
   return c->sl->index;
+}
+
+size_t dx_conn_flush(dx_conn *c) {
+  if (c->dead || !c->ws) return 0;
+  if (write_ws(c) < 0) {
+    dx__conn_destroy(c);
+    return 0;
+  }
+  return dx_conn_buffered(c);
+}
+
+void dx_conn_want_drain(dx_conn *c) {
+  if (c->dead || !c->ws) return;
+  c->high = true;
+  dx__conn_mark_dirty(c); /* the next flush checks the watermark */
 }
 
 int dx_conn_ping(dx_conn *c, const void *data, size_t len) {
