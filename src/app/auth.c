@@ -714,12 +714,16 @@ static void ticket_sweep(auth *a, int64_t now) {
   }
 }
 
+bool auth_tickets_allowed(const auth *a) {
+  /* Without API keys nobody may mint credentials, except when auth is off:
+   * a ticket then grants nothing new, it only names a member. */
+  return a->nkeys || a->mode == AUTH_OFF;
+}
+
 int auth_ticket_issue(auth *a, const auth_identity *id, int64_t now,
                       char out[AUTH_TICKET_LEN + 1]) {
   out[0] = 0;
-  /* Without API keys nobody may mint credentials, except when auth is off:
-   * a ticket then grants nothing new, it only names a member. */
-  if (!a->nkeys && a->mode != AUTH_OFF) return 403;
+  if (!auth_tickets_allowed(a)) return 403;
   ticket *t = calloc(1, sizeof *t);
   if (!t) return 500;
   if (RAND_bytes(t->key, sizeof t->key) != 1 ||

@@ -160,10 +160,14 @@ bool auth_has_api_keys(const auth *a);
 int auth_identity_from_json(const auth *a, const char *body, size_t len,
                             auth_identity *out, char *err, size_t errlen);
 
+/* Whether tickets may be issued at all: with API keys (a backend vouches
+ * for the user), or with auth off (a ticket only names a member, see
+ * auth_check_upgrade). */
+bool auth_tickets_allowed(const auth *a);
+
 /* Issues a one-time ticket for id (copied) valid for the ticket TTL from
  * now; writes AUTH_TICKET_LEN characters and a NUL to out. Returns 0, 403
- * (no API keys configured and auth not off: nobody may issue tickets; with
- * auth off a ticket only names a member, see auth_check_upgrade), 503 (ticket_max
+ * (!auth_tickets_allowed: nobody may issue tickets), 503 (ticket_max
  * tickets are waiting: the caller should answer 503 with Retry-After: TTL;
  * waiting tickets are never evicted) or 500. Expired tickets are swept on
  * every issue and every use. */

@@ -129,6 +129,19 @@ static int frame_hook(void *ud, const dx_ps_frame_info *in, dx_ps_buf *out) {
 
 static void run_dispatch(void *arg);
 
+/* Topics without subscribers and without history are forgotten now and
+ * then (and before refusing to make one past max_topics), so topics a
+ * client used once do not fill the registry for good. */
+static void sweep_topics(realtime *rt, bool force) {
+  static _Atomic uint64_t last;
+  uint64_t now = now_ms();
+  uint64_t prev = atomic_load_explicit(&last, memory_order_relaxed);
+  if (!force && now - prev < 1000) return;
+  if (!atomic_compare_exchange_strong(&last, &prev, now) && !force) return;
+  dx_ps_sweep(rt->ps, now);
+}
+
+
 static int deliver_hook(void *ud, unsigned shard, dx_ps_msg *msg) {
   realtime *rt = ud;
   return dx_server_post(rt->srv, (int)shard, run_dispatch, msg);
@@ -178,6 +191,18 @@ static void hold_back(realtime *rt, dx_conn *c, rt_conn *rc, dx_ps_msg *msg) {
     dx_ps_msg_decref(p->latest);
     dx_ps_msg_incref(msg);
     p->latest = msg;
+  }
+}
+
+/* The topic's subscription ends or starts over (unsubscribe, subscribe
+ * again): what was held back for the old one must not follow the new
+ * answer (no message after "unsubscribed", no gap after a replay). */
+static void forget_pending(rt_conn *rc, const char *topic) {
+  for (size_t i = 0; i < rc->npend; i++) {
+    if (strcmp(rc->pend[i].topic, topic) != 0) continue;
+    dx_ps_msg_decref(rc->pend[i].latest);
+    rc->pend[i] = rc->pend[--rc->npend];
+    return;
   }
 }
 
@@ -369,7 +394,15 @@ static void op_subscribe(realtime *rt, dx_conn *c, json_t *req) {
                       "since is a non-negative integer, epoch a string");
   dx_ps_sub *sub = sub_of(rt, c);
   if (!sub) return send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
-  if (dx_ps_sub_count(sub) >= rt->cfg.max_subscriptions)
+  /* Subscribing again (to resume with since after a "dropped" gap, say)
+   * replaces the subscription: same answer as a first subscribe, and no
+   * count against the limit. The member is back before this callback
+   * returns: no presence leave or join is broadcast for it. */
+  int was = dx_ps_unsubscribe(sub, topic);
+  bool again = was != DX_ESTATE;
+  if (again)
+    forget_pending(rc, topic);
+  else if (dx_ps_sub_count(sub) >= rt->cfg.max_subscriptions)
     return send_error(rt, c, req, C_TOO_MANY_SUBS,
                       "too many subscriptions on this connection");
   dx_ps_resume resume = {.since =
@@ -378,23 +411,20 @@ static void op_subscribe(realtime *rt, dx_conn *c, json_t *req) {
   dx_ps_subscribed res;
   memset(&res, 0, sizeof res);
   int rc2 = dx_ps_subscribe(sub, topic, since ? &resume : NULL, now_ms(), &res);
-  bool resubscribed = false;
-  if (rc2 == DX_ESTATE) {
-    /* Subscribing again (to resume with since after a "dropped" gap, say)
-     * replaces the subscription: same answer as a first subscribe, and no
-     * presence leave/join for the member that never left. */
-    dx_ps_unsubscribe(sub, topic);
+  if (rc2 == DX_ENOSPC) {
+    sweep_topics(rt, true);
     dx_ps_subscribed_clear(&res);
     rc2 = dx_ps_subscribe(sub, topic, since ? &resume : NULL, now_ms(), &res);
-    resubscribed = true;
   }
   if (rc2 == 0) {
     send_subscribed(rt, c, req, topic, &res);
-    if (res.joined && !resubscribed) broadcast_presence(rt, c, topic, "join");
-  } else if (rc2 == DX_ENOSPC) {
-    send_error(rt, c, req, C_TOO_MANY_SUBS, "the server has too many topics");
+    if (res.joined && !again) broadcast_presence(rt, c, topic, "join");
   } else {
-    send_error(rt, c, req, C_BAD_REQUEST, dx_strerror(rc2));
+    send_error(rt, c, req, rc2 == DX_ENOSPC ? C_TOO_MANY_SUBS : C_BAD_REQUEST,
+               rc2 == DX_ENOSPC ? "the server is at its topic limit"
+                                : dx_strerror(rc2));
+    /* Subscribing again failed: the member did leave after all. */
+    if (was == 1) broadcast_presence(rt, c, topic, "leave");
   }
   dx_ps_subscribed_clear(&res);
 }
@@ -411,10 +441,12 @@ static void op_unsubscribe(realtime *rt, dx_conn *c, json_t *req) {
                   "message", "not subscribed to this topic");
     return send_json(c, with_id(e, req));
   }
+  forget_pending(rc, topic);
   send_json(
       c, with_id(json_pack("{s:s, s:s}", "op", "unsubscribed", "topic", topic),
                  req));
   if (r == 1) broadcast_presence(rt, c, topic, "leave");
+  sweep_topics(rt, false);
 }
 
 static void op_publish(realtime *rt, dx_conn *c, json_t *req) {
@@ -429,6 +461,10 @@ static void op_publish(realtime *rt, dx_conn *c, json_t *req) {
   if (!s) return send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
   dx_ps_published out;
   int r = dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out);
+  if (r == DX_ENOSPC) {
+    sweep_topics(rt, true);
+    r = dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out);
+  }
   free(s);
   if (r) return send_error(rt, c, req, C_BAD_REQUEST, dx_strerror(r));
   count(rt, C_WS_PUBLISH);
@@ -606,6 +642,7 @@ static void on_close(dx_conn *c, uint16_t code, const char *reason, size_t len,
     dx_ps_unsubscribe_all(rc->sub, rt->cfg.presence ? on_left : NULL, ctx);
     dx_ps_sub_free(rc->sub);
     rc->sub = NULL;
+    sweep_topics(rt, false);
   }
   release_pending(rc);
   auth_identity_clear(&rc->id);
@@ -621,7 +658,8 @@ static const char *view_header(const dx_http_view *v, const char *name) {
   return buf;
 }
 
-static void reply_json(dx_http_exchange *x, int status, json_t *obj) {
+static void reply_json_with(dx_http_exchange *x, int status, json_t *obj,
+                            const char *extra_headers) {
   char *s = json_dumps(obj, JSON_COMPACT);
   json_decref(obj);
   if (!s) {
@@ -630,9 +668,13 @@ static void reply_json(dx_http_exchange *x, int status, json_t *obj) {
   }
   size_t n = strlen(s);
   s[n] = '\n';
-  dx_http_respond(x, status, "application/json", s, n + 1,
-                  status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
+  dx_http_respond(x, status, "application/json", s, n + 1, extra_headers);
   free(s);
+}
+
+static void reply_json(dx_http_exchange *x, int status, json_t *obj) {
+  reply_json_with(x, status, obj,
+                  status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
 }
 
 static const char *status_code_name(int status) {
@@ -665,6 +707,18 @@ static void reply_error(dx_http_exchange *x, int status, const char *msg) {
   reply_code(x, status, status_code_name(status), msg);
 }
 
+/* RFC 9110 15.5.6: a 405 names the allowed method; the body is JSON like
+ * every API error (docs/protocol.md 11). */
+static void reply_405(dx_http_exchange *x, const char *allow) {
+  char hdr[32], msg[32];
+  snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+  snprintf(msg, sizeof msg, "%s only", allow);
+  reply_json_with(
+      x, 405,
+      json_pack("{s:s, s:s}", "error", "method_not_allowed", "message", msg),
+      hdr);
+}
+
 /* API key check; false after answering 401. */
 static bool api_authorized(realtime *rt, dx_http_exchange *x,
                            const dx_http_view *v) {
@@ -679,7 +733,7 @@ static bool api_authorized(realtime *rt, dx_http_exchange *x,
 static void api_publish(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   realtime *rt = ud;
   if (strcmp(v->method, "POST") != 0) {
-    dx_http_respond(x, 405, "text/plain", "POST only\n", 10, "Allow: POST\r\n");
+    reply_405(x, "POST");
     return;
   }
   if (!api_authorized(rt, x, v)) return;
@@ -707,10 +761,16 @@ static void api_publish(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   dx_ps_published out;
   int r = s ? dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out)
             : DX_ENOMEM;
+  if (r == DX_ENOSPC) {
+    sweep_topics(rt, true);
+    r = dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out);
+  }
   free(s);
   if (r) {
     json_decref(body);
-    return reply_error(x, r == DX_ENOSPC ? 503 : 500, dx_strerror(r));
+    return reply_error(x, r == DX_ENOSPC ? 503 : 500,
+                       r == DX_ENOSPC ? "the server is at its topic limit"
+                                      : dx_strerror(r));
   }
   count(rt, C_API_PUBLISH);
   reply_json(x, 200,
@@ -730,7 +790,7 @@ static void add_topic(void *ud, const dx_ps_topic_info *t) {
 static void api_topics(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   realtime *rt = ud;
   if (strcmp(v->method, "GET") != 0) {
-    dx_http_respond(x, 405, "text/plain", "GET only\n", 9, "Allow: GET\r\n");
+    reply_405(x, "GET");
     return;
   }
   if (!api_authorized(rt, x, v)) return;
@@ -742,10 +802,11 @@ static void api_topics(dx_http_exchange *x, const dx_http_view *v, void *ud) {
 static void api_ticket(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   realtime *rt = ud;
   if (strcmp(v->method, "POST") != 0) {
-    dx_http_respond(x, 405, "text/plain", "POST only\n", 10, "Allow: POST\r\n");
+    reply_405(x, "POST");
     return;
   }
-  if (!rt->cfg.auth) return reply_error(x, 403, "tickets are off");
+  if (!rt->cfg.auth || !auth_tickets_allowed(rt->cfg.auth))
+    return reply_error(x, 403, "tickets need API keys (or auth off)");
   if (!api_authorized(rt, x, v)) return;
   auth_identity id;
   char err[200];
@@ -755,8 +816,6 @@ static void api_ticket(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   char ticket[AUTH_TICKET_LEN + 1];
   st = auth_ticket_issue(rt->cfg.auth, &id, time(NULL), ticket);
   auth_identity_clear(&id);
-  if (st == 403)
-    return reply_error(x, 403, "tickets need API keys (or auth off)");
   if (st) return reply_error(x, st, "cannot issue a ticket now");
   reply_json(x, 200,
              json_pack("{s:s, s:i}", "ticket", ticket, "expires_in",
