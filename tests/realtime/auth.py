@@ -6,8 +6,10 @@ JWTs are made here by hand (hmac for HS256, `openssl dgst -sign` for
 RS256), so bad ones (alg none, wrong key, tampered) are easy to make.
 
 usage: auth.py PORT_HS PORT_RS SECRET PRIV_PEM OTHER_PRIV_PEM PUB_PEM KEY
-  PORT_HS  --auth required --jwt-secret SECRET --api-key KEY --presence
-  PORT_RS  --auth required --jwt-public-key PUB_PEM --api-key KEY
+               PORT_NOKEYS
+  PORT_HS      --auth required --jwt-secret SECRET --api-key KEY --presence
+  PORT_RS      --auth required --jwt-public-key PUB_PEM --api-key KEY
+  PORT_NOKEYS  --auth optional --jwt-secret SECRET (no API key)
 """
 import json
 import sys
@@ -17,7 +19,7 @@ import rtlib
 
 port_hs, port_rs, secret = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 priv, other_priv, pub_pem = sys.argv[4], sys.argv[5], sys.argv[6]
-API_KEY = sys.argv[7]
+API_KEY, port_nokeys = sys.argv[7], int(sys.argv[8])
 ck = rtlib.Checks("auth")
 NOW = int(time.time())
 
@@ -121,6 +123,12 @@ async def bad_tokens():
     check_status(port_hs, bearer(hs(topics={"subscribe": [],
                                             "publish": []})), 403,
                  "a valid token granting nothing")
+    # docs 2: the claim is "grants", "topics" an alias; both is ambiguous.
+    g = {"subscribe": ["*"], "publish": ["*"]}
+    st, head = check_status(port_hs, bearer(hs(grants=g, topics=g)), 401,
+                            "a token with both \"grants\" and \"topics\"")
+    ck.ok("www-authenticate: bearer" in head.lower(),
+          "  ... with WWW-Authenticate: Bearer", head)
 
 
 async def rs256():
@@ -183,15 +191,16 @@ async def grants():
           "  ... and publish news -> forbidden", f"{r}")
     await c.close()
 
-    # Presence members are the token's sub (docs 7).
+    # Presence members are the token's sub, as id and name; a "name"
+    # claim is not used (docs 7).
     tok = hs(sub="alice", name="Alice")
     a = await rtlib.Client.open(port_hs, extra_headers={
         "Authorization": f"Bearer {tok}"})
     await a.request({"op": "subscribe", "topic": "room", "id": 1})
     r, _ = await a.request({"op": "presence", "topic": "room", "id": 2})
-    ck.ok(r.get("members") == [{"id": "alice", "name": "Alice"}],
-          "presence: the member is {id: sub, name: the name claim} (docs 7)",
-          f"{r}")
+    ck.ok(r.get("members") == [{"id": "alice", "name": "alice"}],
+          "presence: the member is {id: sub, name: sub}, the name claim "
+          "unused (docs 7)", f"{r}")
     await a.close()
 
 
@@ -252,16 +261,32 @@ async def tickets():
           "ticket grants: subscribe other -> forbidden", f"{r}")
     await c.close()
 
-    # docs 11: a ticket's body may carry "name".
-    st, _, b = rtlib.http(port_hs, "POST", "/api/ticket",
-                          {"sub": "dave", "name": "Dave"}, key)
-    ck.ok(st == 200, "/api/ticket {sub, name} -> 200 (docs 11: name is "
-          "optional)", f"{st} {b!r}")
-    for what, body in (("not JSON", "{"),
+    # docs 11: the body has "sub" and "grants" only; any other key is a
+    # typo that must not pass silently.
+    for what, body in (("{sub, name} (an unknown key)",
+                        {"sub": "dave", "name": "Dave"}),
+                       ("not JSON", "{"),
                        ("a bad grant pattern",
                         {"sub": "x", "grants": {"subscribe": ["a*b"]}})):
         st, _, b = rtlib.http(port_hs, "POST", "/api/ticket", body, key)
-        ck.ok(st == 400, f"/api/ticket {what} -> 400", f"{st} {b!r}")
+        try:
+            e = json.loads(b)
+        except ValueError:
+            e = {}
+        ck.ok(st == 400 and e.get("error") == "bad_request",
+              f"/api/ticket {what} -> 400 {{\"error\": \"bad_request\"}}",
+              f"{st} {b!r}")
+
+    # docs 2, 11: auth on and no API keys: nobody may mint tickets.
+    for body in ({"sub": "eve"}, {"sub": "eve", "name": "Eve"}):
+        st, _, b = rtlib.http(port_nokeys, "POST", "/api/ticket", body)
+        try:
+            e = json.loads(b)
+        except ValueError:
+            e = {}
+        ck.ok(st == 403 and e.get("error") == "forbidden",
+              f"auth on, no API keys: /api/ticket {json.dumps(body)} -> 403 "
+              "{\"error\": \"forbidden\"}", f"{st} {b!r}")
 
     key = 'duplex_rejections_total{reason="auth"}'
     for p in (port_hs, port_rs):

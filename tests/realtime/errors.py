@@ -165,9 +165,9 @@ async def errors(c):
           "a 60 KiB publish is accepted", f"{r}")
 
     # docs section 4: "Subscribing again to a topic the connection is
-    # already subscribed to is not an error: the server answers subscribed
-    # again and, with since, replays as for a new subscription; it never
-    # delivers a live message twice because of it."
+    # already subscribed to is not an error: it replaces the subscription,
+    # with the same answer as a first subscribe (with since: a replay)";
+    # a live message still comes once.
     api = rtlib.Api(port)
     for i in (1, 2, 3):
         api.publish("e:again", i)
@@ -199,6 +199,11 @@ async def max_subscriptions():
                        "too_many_subscriptions",
                        "--max-subscriptions 3: the 4th -> "
                        "too_many_subscriptions")
+    r, _ = await c.request({"op": "subscribe", "topic": "s:1", "since": 0,
+                            "id": "again"})
+    ck.ok(r.get("op") == "subscribed" and r.get("id") == "again",
+          "--max-subscriptions 3: subscribing again to one of the 3 replaces "
+          "it (docs 4), not refused", f"{r}")
     r, _ = await c.request({"op": "unsubscribe", "topic": "s:0", "id": 5})
     r, _ = await c.request({"op": "subscribe", "topic": "s:3", "id": 6})
     ck.ok(r.get("op") == "subscribed",

@@ -100,15 +100,25 @@ async def main():
           t.get("retained") == 5 and isinstance(t.get("epoch"), str),
           "/api/topics: m:live with seq 5, 2 subscribers, 5 retained",
           f"{st} {t}")
-    st, hdrs, _ = rtlib.http(port, "POST", "/api/topics", body="{}")
-    ck.ok(st == 405 and "GET" in hdrs.get("allow", ""),
-          "POST /api/topics: 405 with Allow: GET", f"{st} {hdrs}")
-    st, hdrs, _ = rtlib.http(port, "GET", "/api/publish")
-    ck.ok(st == 405 and "POST" in hdrs.get("allow", ""),
-          "GET /api/publish: 405 with Allow: POST", f"{st} {hdrs}")
-    # docs 11: errors are {"error": code, "message": text}, with the codes
-    # of section 8.
-    for body, code in (("{", "bad_json"), ("[]", "bad_request"),
+    # docs 11: errors are {"error": code, "message": text}, 405 included.
+    for method, path, allow in (("POST", "/api/topics", "GET"),
+                                ("GET", "/api/publish", "POST"),
+                                ("GET", "/api/ticket", "POST")):
+        st, hdrs, b = rtlib.http(port, method, path,
+                                 body="{}" if method == "POST" else None)
+        try:
+            e = json.loads(b)
+        except ValueError:
+            e = {}
+        ck.ok(st == 405 and allow in hdrs.get("allow", "") and
+              e.get("error") == "method_not_allowed" and
+              isinstance(e.get("message"), str),
+              f"{method} {path}: 405 with Allow: {allow}, body "
+              "{\"error\": \"method_not_allowed\", ...}",
+              f"{st} {hdrs} {b!r}")
+    # docs 11: a body that is not a JSON object is bad_json, a bad topic
+    # bad_topic, no data bad_request.
+    for body, code in (("{", "bad_json"), ("[]", "bad_json"),
                        ('{"topic":"m:x"}', "bad_request"),
                        ('{"data":1}', "bad_topic"),
                        ('{"topic":"bad topic","data":1}', "bad_topic")):

@@ -1,10 +1,13 @@
 """Presence (docs/protocol.md section 7) on `duplex serve --presence`:
 join events go to the other subscribers, the presence op lists every
-member, unsubscribing or disconnecting sends a leave; and on a server
-without --presence, the op is refused with unknown_op.
+member, unsubscribing or disconnecting sends a leave; with auth off, a
+ticket names the member (docs 2); and on a server without --presence, the
+op is refused with unknown_op.
 
 usage: presence.py PORT_PRESENCE PORT_NO_PRESENCE
 """
+import json
+import re
 import sys
 
 import rtlib
@@ -20,6 +23,37 @@ async def members(c, rid):
     return r, topic_frames
 
 
+async def tickets_name_members():
+    """docs 2, 11: with auth off and no API keys, /api/ticket is open and a
+    ticket only names the member; a used or unknown one is ignored, never
+    refused."""
+    T2 = "chat:t"
+    st, _, b = rtlib.http(port, "POST", "/api/ticket", {"sub": "zoe"})
+    tk = json.loads(b).get("ticket", "") if st == 200 else ""
+    ck.ok(st == 200 and tk, "auth off, no API keys: /api/ticket {sub: zoe} "
+          "-> 200 {ticket}", f"{st} {b!r}")
+    z = await rtlib.Client.open(port, query=f"?ticket={tk}")
+    await z.request({"op": "subscribe", "topic": T2, "id": 1})
+    r, _ = await z.request({"op": "presence", "topic": T2, "id": 2})
+    ck.ok(r.get("members") == [{"id": "zoe", "name": "zoe"}],
+          "auth off: the ticket's sub is the member {id: zoe, name: zoe}",
+          f"{r}")
+    again = await rtlib.Client.open(port, query=f"?ticket={tk}")
+    await again.request({"op": "subscribe", "topic": T2, "id": 1})
+    r, _ = await again.request({"op": "presence", "topic": T2, "id": 2})
+    anon = [m for m in r.get("members", []) if m.get("id") != "zoe"]
+    ck.ok(len(r.get("members", [])) == 2 and len(anon) == 1 and
+          anon[0].get("name") is None and
+          re.fullmatch(r"c-[0-9a-f]+", str(anon[0].get("id"))),
+          "auth off: the same ticket again is ignored: served, anonymous",
+          f"{r}")
+    st, head = rtlib.upgrade_status(port, path="/ws?ticket=" + "A" * 43)
+    ck.ok(st == 101, "auth off: an unknown ticket is ignored -> 101",
+          f"{st} {head[:80]!r}")
+    for x in (z, again):
+        await x.close()
+
+
 async def main():
     a = await rtlib.Client.open(port)
     b = await rtlib.Client.open(port)
@@ -31,8 +65,9 @@ async def main():
           "presence with a alone: one member", f"{r}")
     a_member = (r.get("members") or [None])[0]
     ck.ok(isinstance(a_member, dict) and isinstance(a_member.get("id"), str)
-          and a_member["id"], "a member has a string id", f"{a_member}")
-    # docs 7: "name: the credential's name claim, else its sub, else null".
+          and re.fullmatch(r"c-[0-9a-f]+", a_member["id"]),
+          "an anonymous member's id is c-<hex> (docs 7)", f"{a_member}")
+    # docs 7: "name: the sub, or null for an anonymous connection".
     ck.ok(isinstance(a_member, dict) and "name" in a_member and
           a_member["name"] is None,
           "an anonymous member's name is null (docs 7)", f"{a_member}")
@@ -90,6 +125,8 @@ async def main():
     rtlib.Api(port).publish(T, "hi")
     got = await a.frames(1)
     ck.ok(rtlib.seqs(got) == [1], "messages still flow to a", f"{got}")
+
+    await tickets_name_members()
 
     # Presence off.
     d = await rtlib.Client.open(port_off)

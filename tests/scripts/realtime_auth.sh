@@ -3,7 +3,8 @@
 # JWTs (HS256 and RS256, keys made here with openssl) from the header,
 # cookie, query and bearer subprotocol; expired, not-yet-valid, badly
 # signed, alg none and algorithm-confusion tokens refused with 401; topic
-# grants; the HTTP API's keys; one-time tickets. Servers on 127.0.0.1,
+# grants ("grants", or its alias "topics"; both: 401); the HTTP API's keys;
+# one-time tickets (403 with auth on and no API key). Servers on 127.0.0.1,
 # SIGTERM -> exit 0, no sanitizer report.
 #
 # Usage: realtime_auth.sh BUILD_DIR SOURCE_DIR  (BUILD_DIR: the ASan build)
@@ -27,8 +28,10 @@ rt_start hs --auth required --jwt-secret "$secret" --api-key "$key" --presence \
   --close-timeout 1s
 rt_start rs --auth required --jwt-public-key "$keys/pub.pem" --api-key "$key" \
   --close-timeout 1s
+rt_start nokeys --auth optional --jwt-secret "$secret" --close-timeout 1s
 
 rt_py "auth" auth.py "${DX_PORT[hs]}" "${DX_PORT[rs]}" "$secret" \
-  "$keys/priv.pem" "$keys/other.pem" "$keys/pub.pem" "$key"
+  "$keys/priv.pem" "$keys/other.pem" "$keys/pub.pem" "$key" \
+  "${DX_PORT[nokeys]}"
 
 dx_finish

@@ -90,12 +90,12 @@ async function createMockServer(o = {}) {
     return c.user && c.user.sub ? { id: c.user.sub, name: c.user.sub } : { id: c.id, name: null };
   }
 
-  // Like duplex serve: to every subscriber, the member itself included
-  // (a leave: to the others, it has left already).
+  // Like duplex serve: to the other subscribers, never to the member's own
+  // connection.
   function presenceEvent(name, c, op) {
     if (!opt.presence) return;
     const t = topic(name);
-    for (const o2 of t.subs) send(o2, { op, topic: name, member: member(c) });
+    for (const o2 of t.subs) if (o2 !== c) send(o2, { op, topic: name, member: member(c) });
   }
 
   function err(c, code, message, id) {
@@ -198,7 +198,8 @@ async function createMockServer(o = {}) {
     if (ticket) {
       const tk = tickets.get(ticket);
       tickets.delete(ticket); // one use, whatever the outcome
-      if (!tk || tk.exp < Date.now()) return { ok: false, via: 'ticket' };
+      // Without requireAuth (auth off) a bad ticket is ignored, as by duplex serve.
+      if (!tk || tk.exp < Date.now()) return { ok: !opt.requireAuth, via: 'ticket', user: null };
       return { ok: true, via: 'ticket', user: { sub: tk.sub } };
     }
     return { ok: !opt.requireAuth, via: null, user: null };
@@ -207,8 +208,8 @@ async function createMockServer(o = {}) {
   // ---- HTTP ------------------------------------------------------------
   const CODES = { 400: 'bad_request', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found',
                   405: 'method_not_allowed', 413: 'too_large', 503: 'unavailable' };
-  function fail(res, status, message, extra) {
-    json(res, status, { error: CODES[status] || 'internal', message }, extra);
+  function fail(res, status, message, extra, code) {
+    json(res, status, { error: code || CODES[status] || 'internal', message }, extra);
   }
 
   function json(res, status, body, extra) {
@@ -238,16 +239,21 @@ async function createMockServer(o = {}) {
       try {
         body = JSON.parse(await readBody(req));
       } catch (e) {
-        return fail(res, 400, 'body is not JSON');
+        body = undefined;
       }
       if (u.pathname === '/api/publish') {
-        if (!body || typeof body.topic !== 'string' || !TOPIC_RE.test(body.topic) || !('data' in body))
-          return fail(res, 400, 'body: {"topic": valid topic, "data": any JSON}');
+        // Like duplex serve: bad_json, bad_topic, bad_request (no data).
+        if (!body || typeof body !== 'object' || Array.isArray(body))
+          return fail(res, 400, 'the body is one JSON object', null, 'bad_json');
+        if (typeof body.topic !== 'string' || !TOPIC_RE.test(body.topic))
+          return fail(res, 400, 'topic must be 1..128 characters of [A-Za-z0-9_.:/-]', null, 'bad_topic');
+        if (!('data' in body)) return fail(res, 400, 'the body needs "data"');
         return json(res, 200, publish(body.topic, body.data));
       }
       if (u.pathname === '/api/ticket') {
-        // Like duplex serve: only with API keys, body keys sub and grants.
-        if (!opt.apiKey) return fail(res, 403, 'tickets need API keys configured');
+        // Like duplex serve: with API keys, or open with auth off (a ticket
+        // then only names the member); body keys sub and grants.
+        if (!opt.apiKey && opt.requireAuth) return fail(res, 403, 'tickets need API keys (or auth off)');
         const bad = body && typeof body === 'object' && Object.keys(body).find((k) => k !== 'sub' && k !== 'grants');
         if (!body || bad || (body.sub !== undefined && typeof body.sub !== 'string'))
           return fail(res, 400, bad ? `unknown key "${bad}" (sub, grants)` : 'body: {"sub": string, "grants": {...}}');
