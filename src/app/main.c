@@ -5,6 +5,8 @@
 #include <string.h>
 
 int app_connect(int argc, char **argv); /* connect.c */
+int app_probe(int argc, char **argv);   /* probe.c */
+int app_bench(int argc, char **argv);   /* bench.c */
 
 static void usage(FILE *f) {
   fputs("usage: duplex <command> [options]\n"
@@ -12,6 +14,8 @@ static void usage(FILE *f) {
         "commands:\n"
         "  serve     serve static files and WebSocket endpoints on one port\n"
         "  connect   a WebSocket client: stdin lines out, messages to stdout\n"
+        "  probe     run a scenario file against a server (checks, timings)\n"
+        "  bench     load-test a WebSocket server: latency and throughput\n"
         "  version   print the version\n"
         "\n"
         "Run 'duplex <command> --help' for a command's options.\n",
@@ -26,6 +30,8 @@ int main(int argc, char **argv) {
   const char *cmd = argv[1];
   if (strcmp(cmd, "serve") == 0) return app_serve(argc - 1, argv + 1);
   if (strcmp(cmd, "connect") == 0) return app_connect(argc - 1, argv + 1);
+  if (strcmp(cmd, "probe") == 0) return app_probe(argc - 1, argv + 1);
+  if (strcmp(cmd, "bench") == 0) return app_bench(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("duplex %s\n", DX_VERSION_STRING);
     return 0;
