@@ -99,8 +99,10 @@ available() {
 
 server_cmd() { # name port -> the command line, one word per line
   case $1 in
-    duplex) printf '%s\n' "$DUPLEX" serve --echo /echo --port "$2" --threads 1 \
-              --quiet --host 127.0.0.1 ;;
+    # --no-realtime: an echo server only, like the other two (the channel
+    # routes would reserve their per-connection state in every connection).
+    duplex) printf '%s\n' "$DUPLEX" serve --echo /echo --no-realtime --port "$2" \
+              --threads 1 --quiet --host 127.0.0.1 ;;
     lws) printf '%s\n' "$LWS" "$2" ;;
     ws) printf '%s\n' node "$WS_JS" "$2" ;;
   esac
