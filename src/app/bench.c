@@ -141,6 +141,8 @@ typedef struct bthr {
   /* published for the progress line */
   _Atomic uint64_t p_sent, p_recv, p_errors, p_open;
   _Atomic bool finished;
+  uint64_t *sec_sent, *sec_recv; /* per second of the run, nsec of them */
+  unsigned nsec;
   uint64_t last_snap;
   pthread_mutex_t snap_mu;
   bh snap;
@@ -159,6 +161,12 @@ static uint64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The second of the run `now` falls in; late replies count in the last. */
+static unsigned sec_of(const bthr *t, uint64_t now) {
+  uint64_t s = now > t->t0 ? (now - t->t0) / 1000000000ull : 0;
+  return s < t->nsec ? (unsigned)s : t->nsec - 1;
 }
 
 /* ---- messages ------------------------------------------------------------- */
@@ -227,6 +235,7 @@ static void send_one(bconn *c, uint64_t now) {
   c->head++;
   c->outstanding++;
   t->sent++;
+  t->sec_sent[sec_of(t, now)]++;
 }
 
 static void answered(bconn *c, slot *s, uint64_t now) {
@@ -287,6 +296,7 @@ static void on_message(dx_client *cl, dx_opcode op, uint8_t *data, size_t len,
   bthr *t = c->t;
   uint64_t now = now_ns();
   t->received++;
+  t->sec_recv[sec_of(t, now)]++;
   slot *s = match(c, data, len);
   if (!s) {
     t->unmatched++;
@@ -588,10 +598,22 @@ static void collect(bthr *th, const bopts *o, const series *s,
       if (j < r->nerrs) r->errs[j].count += t->errs[e].count;
     }
   }
-  r->nsec = s->n;
-  r->sec_sent = s->sent;
-  r->sec_recv = s->recv;
-  r->sec_p99_ms = s->p99;
+  /* the seconds actually run (fewer after Ctrl-C or when all failed) */
+  unsigned n = (unsigned)(el + 0.999);
+  if (n > th[0].nsec) n = th[0].nsec;
+  if (n == 0) n = 1;
+  r->nsec = n;
+  r->sec_sent = calloc(n, sizeof *r->sec_sent);
+  r->sec_recv = calloc(n, sizeof *r->sec_recv);
+  r->sec_p99_ms = calloc(n, sizeof *r->sec_p99_ms);
+  if (!r->sec_sent || !r->sec_recv || !r->sec_p99_ms) abort();
+  for (unsigned i = 0; i < o->threads; i++)
+    for (unsigned k = 0; k < n; k++) {
+      r->sec_sent[k] += th[i].sec_sent[k];
+      r->sec_recv[k] += th[i].sec_recv[k];
+    }
+  for (unsigned k = 0; k < n && k < s->n; k++)
+    r->sec_p99_ms[k] = s->p99[k];
 }
 
 /* ---- option parsing ------------------------------------------------------- */
@@ -809,7 +831,11 @@ static int setup_threads(bthr *th, const bopts *o) {
     t->buf = malloc(bufcap);
     t->bufcap = bufcap;
     t->loop = dx_loop_new(NULL);
-    if (!t->conns || !t->buf || !t->loop) return APP_FAIL;
+    t->nsec = (o->duration_ms + 999) / 1000;
+    t->sec_sent = calloc(t->nsec, sizeof *t->sec_sent);
+    t->sec_recv = calloc(t->nsec, sizeof *t->sec_recv);
+    if (!t->conns || !t->buf || !t->loop || !t->sec_sent || !t->sec_recv)
+      return APP_FAIL;
     for (unsigned k = 0; k < t->n; k++) {
       bconn *c = &t->conns[k];
       c->t = t;
@@ -829,6 +855,8 @@ static void free_threads(bthr *th, unsigned n) {
       free(t->conns[k].ring);
     free(t->conns);
     free(t->buf);
+    free(t->sec_sent);
+    free(t->sec_recv);
     dx_loop_free(t->loop);
     pthread_mutex_destroy(&t->snap_mu);
   }
@@ -902,6 +930,9 @@ int app_bench(int argc, char **argv) {
   free(r.sec_sent);
   free(r.sec_recv);
   free(r.sec_p99_ms);
+  free(s->sent);
+  free(s->recv);
+  free(s->p99);
   free_threads(th, o.threads);
   free(o.field_json);
   free(o.fixed);

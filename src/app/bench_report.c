@@ -366,11 +366,11 @@ static void svg_series(FILE *f, const uint64_t *v, unsigned n, double ymax,
                        const char *cls) {
   fprintf(f, "<path class=\"line %s\" d=\"", cls);
   for (unsigned s = 0; s < n; s++) {
-    double x = CL + (n > 1 ? CW * s / (n - 1) : CW / 2);
-    fprintf(f, "%s%.1f %.1f", s ? " L" : "M", x,
-            CT + CH - CH * ((double)v[s] / ymax));
+    /* each second drawn across its own slot */
+    double y = CT + CH - CH * ((double)v[s] / ymax);
+    fprintf(f, "%s%.1f %.1f L%.1f %.1f", s ? " L" : "M", CL + CW * s / n, y,
+            CL + CW * (s + 1) / n, y);
   }
-  if (n == 1) fprintf(f, " L%.1f %.1f", CL + CW, CT + CH - CH * (double)v[0] / ymax);
   fputs("\"/>\n", f);
 }
 
@@ -391,8 +391,7 @@ static void svg_throughput(FILE *f, const bench_result *r) {
   for (unsigned s = 0; s < r->nsec; s += step)
     fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
                "text-anchor=\"middle\">%us</text>\n",
-            CL + (r->nsec > 1 ? CW * s / (r->nsec - 1) : CW / 2), CT + CH + 20,
-            s + 1);
+            CL + CW * (s + 0.5) / r->nsec, CT + CH + 20, s + 1);
   fprintf(f, "<g class=\"legend\"><rect class=\"sent\" x=\"%.0f\" y=\"%.0f\" "
              "width=\"14\" height=\"4\"/><text x=\"%.0f\" y=\"%.0f\">sent"
              "</text><rect class=\"recv\" x=\"%.0f\" y=\"%.0f\" width=\"14\" "
