@@ -6,7 +6,7 @@
 # of order, --rate holds its rate, the JSON has the documented keys, the
 # HTML report renders in headless Chromium with its charts drawn (screenshot
 # BUILD_DIR/test-output/bench_report.png), and the exit statuses (2 usage,
-# 1 cannot connect).
+# 1 cannot connect), and wss:// with --cacert, --insecure, or neither (exit 1).
 #
 # Usage: bench_tool.sh BUILD_DIR SOURCE_DIR  (BUILD_DIR: the ASan build)
 set -uo pipefail
@@ -151,9 +151,26 @@ if bench dx_rate "$URL" -c 2 -d 2s --rate 100 --payload '{"seq":{seq},"ts":{ts},
 fi
 dx_server_stop DX
 
+# ---- wss:// against duplex serve with the test CA ---------------------------
+certs=$DX_TMP/certs
+bash "$src/tests/tls/make_certs.sh" "$certs" >/dev/null 2>&1 || dx_fail "make_certs.sh failed"
+dx_server_start TLS --echo /echo --tls-cert "$certs/cert.pem" --tls-key "$certs/key.pem"
+WSS=wss://localhost:$TLS_PORT/echo
+if bench tls "$WSS" -c 2 -d 1s --cacert "$certs/ca.pem"; then
+  jcheck tls "$HEALTHY"
+fi
+if bench tls_k "$WSS" -c 2 -d 1s --insecure; then
+  jcheck tls_k "$HEALTHY"
+fi
+rc=0
+"$DX_BIN" bench "$WSS" -c 2 -d 1s --json "$DX_TMP/tls_bad.json" >/dev/null 2>&1 || rc=$?
+((rc == 1)) && ok "wss without the CA: exit 1" || bad "wss without the CA: exit $rc (want 1)"
+jcheck tls_bad 'j["errors"]["by_kind"].get("ETLS") == 2 and j["connections"]["opened"] == 0'
+dx_server_stop TLS
+
 # ---- Node ws servers -------------------------------------------------------
 node_start NE echo
-if bench node_echo "ws://127.0.0.1:$NE_PORT/" -c 4 -d 2s --inflight 2; then
+if bench node_echo "ws://127.0.0.1:$NE_PORT/" -c 4 -d 2s --inflight 2 -s chat.v1; then
   jcheck node_echo "$HEALTHY"
 fi
 node_start ND delay 50
