@@ -6,6 +6,8 @@
 
 int app_connect(int argc, char **argv); /* connect.c */
 int app_probe(int argc, char **argv);   /* probe.c */
+int app_record(int argc, char **argv);  /* record.c */
+int app_proxy(int argc, char **argv);   /* record.c */
 int app_bench(int argc, char **argv);   /* bench.c */
 
 static void usage(FILE *f) {
@@ -15,6 +17,8 @@ static void usage(FILE *f) {
         "  serve     serve static files and WebSocket endpoints on one port\n"
         "  connect   a WebSocket client: stdin lines out, messages to stdout\n"
         "  probe     run a scenario file against a server (checks, timings)\n"
+        "  record    a WebSocket proxy that writes the session as a scenario\n"
+        "  proxy     the same proxy with fault injection, without recording\n"
         "  bench     load-test a WebSocket server: latency and throughput\n"
         "  version   print the version\n"
         "\n"
@@ -31,6 +35,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "serve") == 0) return app_serve(argc - 1, argv + 1);
   if (strcmp(cmd, "connect") == 0) return app_connect(argc - 1, argv + 1);
   if (strcmp(cmd, "probe") == 0) return app_probe(argc - 1, argv + 1);
+  if (strcmp(cmd, "record") == 0) return app_record(argc - 1, argv + 1);
+  if (strcmp(cmd, "proxy") == 0) return app_proxy(argc - 1, argv + 1);
   if (strcmp(cmd, "bench") == 0) return app_bench(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("duplex %s\n", DX_VERSION_STRING);

@@ -1,0 +1,169 @@
+#!/bin/bash
+# duplex record / duplex proxy: a scripted Node ws client
+# (tests/probe/record_client.js) talks through the recorder to
+# tests/probe/server.js (all on 127.0.0.1, free ports). The client sees
+# every answer (text, JSON, binary) and a clean close; the recorded
+# scenario (send/send_json/send_binary, expect/expect_json with captures)
+# replays green with `duplex probe` against the same server and red
+# (exit 1) against a server that answers differently (--variant B).
+# --ignore leaves a field out; faults: --cut-after-messages is seen by the
+# client (close 1011 before its script ends) and counted at exit;
+# --latency delays (counted) without changing what is relayed.
+#
+# Usage: record_tool.sh BUILD_DIR SOURCE_DIR  (BUILD_DIR: the ASan build)
+set -uo pipefail
+. "${2:?usage: record_tool.sh BUILD_DIR SOURCE_DIR}/tests/client/lib.sh"
+cl_init record_tool "$1" "$2"
+
+cl_server A node "$CL_SRC/tests/probe/server.js" --lifetime 120
+cl_server B node "$CL_SRC/tests/probe/server.js" --variant B --lifetime 120
+echo "$CL_NAME: server A on $A_PORT, server B (answers differently) on $B_PORT"
+CLIENT=$CL_SRC/tests/probe/record_client.js
+
+# rec_start NAME ARGS...: duplex ARGS in the background (record or proxy on
+# a free port); sets REC_PID, REC_PORT.
+rec_start() {
+  local name=$1 i
+  shift
+  "$DX_BIN" "$@" --listen 127.0.0.1:0 >"$CL_TMP/$name.rout" 2>"$CL_TMP/$name.rerr" &
+  REC_PID=$!
+  CL_PIDS+=("$REC_PID")
+  REC_PORT=""
+  for ((i = 0; i < 100; i++)); do
+    REC_PORT=$(grep -o 'listening on 127\.0\.0\.1:[0-9]*' "$CL_TMP/$name.rerr" | grep -o '[0-9]*$')
+    [[ -n "$REC_PORT" ]] && return 0
+    kill -0 "$REC_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$CL_TMP/$name.rerr"
+  cl_fail "$name" "the recorder did not start"
+  return 1
+}
+
+# rec_wait NAME WANT_RC: the recorder exits by itself within 15 s.
+rec_wait() {
+  local name=$1 want=$2 i rc
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$REC_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$REC_PID" 2>/dev/null; then
+    kill -KILL "$REC_PID"
+    cl_fail "$name" "the recorder did not exit after the session"
+    return 1
+  fi
+  wait "$REC_PID"
+  rc=$?
+  if grep -Eq "$CL_SANITIZER_RE" "$CL_TMP/$name.rerr"; then
+    cat "$CL_TMP/$name.rerr"
+    cl_fail "$name" "sanitizer report (above)"
+    return 1
+  fi
+  if ((rc != want)); then
+    cat "$CL_TMP/$name.rerr"
+    cl_fail "$name" "recorder exit status $rc, expected $want"
+    return 1
+  fi
+  echo "ok - $name: recorder exit $rc"
+}
+
+# client NAME WANT_RC: the scripted client through the recorder.
+client() {
+  local name=$1 want=$2 rc=0
+  timeout -k 5 30 node "$CLIENT" "ws://127.0.0.1:$REC_PORT/app" \
+    >"$CL_TMP/$name.cout" 2>&1 || rc=$?
+  if ((rc != want)); then
+    cat "$CL_TMP/$name.cout"
+    cl_fail "$name" "client exit status $rc, expected $want"
+    return 1
+  fi
+  echo "ok - $name: client exit $rc"
+}
+
+has() { # has NAME FILE REGEX
+  grep -Eq -- "$3" "$2" && return 0
+  echo "   $2: $(head -c 3000 "$2")"
+  cl_fail "$1" "no line matches /$3/"
+  return 1
+}
+
+# ---- record, then replay -------------------------------------------------
+SCN=$CL_TMP/session.yaml
+if rec_start rec record --upstream "ws://127.0.0.1:$A_PORT/app" -o "$SCN" \
+  --capture session; then
+  client rec.client 0
+  rec_wait rec 0
+  out=$CL_TMP/rec.client.cout
+  has rec.client "$out" '^recv pong$'
+  has rec.client "$out" '^recv \{"op":"authed","session":"s-[0-9a-f]+","ok":true\}$'
+  has rec.client "$out" '^recv binary 0001feff$'
+  has rec.client "$out" '^close 1000 '
+  cl_log_has A '^open /app proto=- auth=rec-token$' # headers passed on
+  cl_log_has A '^close 1000$' # the client's close, passed on
+  has rec.file "$SCN" '^  - connect: "ws://127\.0\.0\.1:[0-9]+/app"$'
+  has rec.file "$SCN" '^  - send: "ping"$'
+  has rec.file "$SCN" '^  - expect: "pong"$'
+  has rec.file "$SCN" '^    capture: \{session: session\}$'
+  has rec.file "$SCN" '^  - send_json: \{"op":"auth","session":"\$\{session\}"\}$'
+  has rec.file "$SCN" '^  - send_binary: AAH\+/w==$'
+  has rec.file "$SCN" '^    timeout: 1\.[0-9]+s$'
+  has rec.file "$SCN" '^  - close: 1000$'
+
+  rc=0
+  timeout -k 5 60 "$DX_BIN" probe "$SCN" >"$CL_TMP/replay.out" 2>&1 || rc=$?
+  if ((rc == 0)); then
+    echo "ok - replay against the same server: exit 0"
+  else
+    cat "$CL_TMP/replay.out"
+    cl_fail replay "exit status $rc against the same server"
+  fi
+  sed "s/127\.0\.0\.1:$A_PORT/127.0.0.1:$B_PORT/" "$SCN" >"$CL_TMP/session-b.yaml"
+  rc=0
+  timeout -k 5 60 "$DX_BIN" probe "$CL_TMP/session-b.yaml" >"$CL_TMP/replay-b.out" 2>&1 || rc=$?
+  if ((rc == 1)) && grep -Eq '^FAIL +3 .*expect pong .*got "PONG"' "$CL_TMP/replay-b.out"; then
+    echo "ok - replay against a server that answers differently: exit 1"
+  else
+    cat "$CL_TMP/replay-b.out"
+    cl_fail replay-b "exit status $rc against server B (expected 1, step 3)"
+  fi
+fi
+
+# ---- --ignore, --latency (record) -----------------------------------------
+SCN2=$CL_TMP/latency.yaml
+if rec_start latency record --upstream "ws://127.0.0.1:$A_PORT/app" \
+  -o "$SCN2" --capture session --ignore items --latency 100; then
+  start=$(date +%s%N)
+  client latency.client 0
+  ms=$((($(date +%s%N) - start) / 1000000))
+  rec_wait latency 0
+  # 5 round trips of 2 x 100 ms, plus the 150 ms delay.
+  ((ms >= 1000)) || cl_fail latency "the session took $ms ms, expected >= 1000"
+  has latency "$CL_TMP/latency.rerr" 'faults: 10 messages relayed; delayed 10 \(1000 ms in all\)'
+  if grep -q items "$SCN2"; then cl_fail ignore "--ignore items: still in $SCN2"; fi
+  has ignore "$SCN2" '^  - expect_json: \{"op":"welcome","server":\{"name":"duplex-test","v":1\}\}$'
+  has latency "$SCN2" '^    timeout: 1\.[2-9][0-9]*s$' # 2 x (>= 100 ms) + 1 s
+fi
+
+# ---- fault: --cut-after-messages (proxy) ------------------------------------
+if rec_start cut proxy --upstream "ws://127.0.0.1:$A_PORT/app" \
+  --cut-after-messages 3; then
+  client cut.client 3 # closed before its script ended
+  rec_wait cut 0
+  has cut.client "$CL_TMP/cut.client.cout" '^close 1011 cut by duplex proxy$'
+  has cut.client "$CL_TMP/cut.client.cout" '^recv pong$'
+  if grep -q '^recv .*authed' "$CL_TMP/cut.client.cout"; then
+    cl_fail cut.client "a message after the cut reached the client"
+  fi
+  has cut "$CL_TMP/cut.rerr" 'fault: cut \(after 3 messages\)'
+  has cut "$CL_TMP/cut.rerr" 'faults: 3 messages relayed; .*cuts 1'
+  cl_log_has A '^close 1006$' # the upstream saw the TCP connection drop
+fi
+
+# ---- usage ---------------------------------------------------------------
+rc=0
+"$DX_BIN" record --listen 127.0.0.1:0 --upstream "ws://127.0.0.1:$A_PORT/" \
+  >/dev/null 2>"$CL_TMP/usage.err" || rc=$?
+((rc == 2)) && grep -q -- '-o FILE is needed' "$CL_TMP/usage.err" &&
+  echo "ok - usage: exit 2" || cl_fail usage "exit $rc: $(cat "$CL_TMP/usage.err")"
+
+cl_finish
