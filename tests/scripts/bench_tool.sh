@@ -3,7 +3,8 @@
 # (tests/bench_tool/server.js): the counts add up (sent = answered + lost,
 # no errors, nothing lost on a healthy server), a server that answers after
 # 50 ms gives p50 in [50, 70] ms, --correlate matches replies that come out
-# of order, --rate holds its rate, the JSON has the documented keys, the
+# of order, a server that drops a message gives lost > 0, --rate holds its
+# rate, the JSON has the documented keys, the
 # HTML report renders in headless Chromium with its charts drawn (screenshot
 # BUILD_DIR/test-output/bench_report.png), and the exit statuses (2 usage,
 # 1 cannot connect), and wss:// with --cacert, --insecure, or neither (exit 1).
@@ -189,11 +190,17 @@ node_start NE2 echo
 if bench node_corr_echo "ws://127.0.0.1:$NE2_PORT/" -c 2 -d 1s --correlate req --payload '{"a":[1,2],"seq":{seq}}' --size 300; then
   jcheck node_corr_echo "$HEALTHY"
 fi
-for v in NE ND NC NE2; do
+# A server that never answers the 5th message: with one in flight, each
+# connection stalls there, and the drain period counts it lost.
+node_start NL drop 5
+if bench node_lost "ws://127.0.0.1:$NL_PORT/" -c 3 -d 1s; then
+  jcheck node_lost 'm["sent"] == 15 and m["matched"] == 12 and m["lost"] == 3 and m["received"] == 12 and j["errors"]["total"] == 0'
+fi
+for v in NE ND NC NE2 NL; do
   pidv=${v}_PID
   kill -TERM "${!pidv}" 2>/dev/null
 done
-for v in NE ND NC NE2; do
+for v in NE ND NC NE2 NL; do
   pidv=${v}_PID
   timeout 5 tail --pid="${!pidv}" -f /dev/null
 done
