@@ -789,7 +789,7 @@ static void srv_close(dx_conn *c, uint16_t code, const char *reason,
   ev *e = new_ev(r, EV_CLOSE, c, len + 1);
   if (!e) return;
   e->code = code;
-  memcpy(e->data, reason, len);
+  if (len) memcpy(e->data, reason, len);
   e->data[len] = 0;
   post(r, e);
 }

@@ -1,7 +1,8 @@
 // A scripted client for tests/scripts/record_tool.sh: talks to
 // tests/probe/server.js through `duplex record` and prints one line per
 // event ("recv ...", "close CODE REASON"); exits 0 when the script ran to
-// its end, 3 when the connection closed before, 4 on a 10 s timeout.
+// its end, 3 when the connection closed before, 4 on a timeout
+// (CLIENT_TIMEOUT_MS, default 10 s).
 //
 //   node record_client.js URL
 'use strict';
@@ -10,7 +11,8 @@ const WebSocket = require('ws');
 
 const ws = new WebSocket(process.argv[2], { headers: { 'X-Token': 'rec-token' } });
 const log = (line) => process.stdout.write(line + '\n');
-setTimeout(() => { log('timeout'); process.exit(4); }, 10000).unref();
+setTimeout(() => { log('timeout'); process.exit(4); },
+           Number(process.env.CLIENT_TIMEOUT_MS || 10000)).unref();
 
 let session = null;
 let step = 0;

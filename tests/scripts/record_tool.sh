@@ -159,6 +159,28 @@ if rec_start cut proxy --upstream "ws://127.0.0.1:$A_PORT/app" \
   cl_log_has A '^close 1006$' # the upstream saw the TCP connection drop
 fi
 
+# ---- faults: --cut-after (time), --half-open-after ---------------------------
+# With 100 ms each way the script needs over a second: cut at 500 ms.
+if rec_start cutt proxy --upstream "ws://127.0.0.1:$A_PORT/app" \
+  --latency 100 --cut-after 500ms; then
+  client cutt.client 3
+  rec_wait cutt 0
+  has cutt.client "$CL_TMP/cutt.client.cout" '^close 1011 cut by duplex proxy$'
+  has cutt "$CL_TMP/cutt.rerr" 'fault: cut \(after --cut-after\)'
+fi
+# After 2 messages (ping, pong) nothing more: the client waits for its
+# welcome in vain (timeout: exit 4); nothing was closed by the proxy.
+if rec_start half proxy --upstream "ws://127.0.0.1:$A_PORT/app" \
+  --half-open-after 2; then
+  CLIENT_TIMEOUT_MS=1500 client half.client 4
+  rec_wait half 0
+  has half.client "$CL_TMP/half.client.cout" '^recv pong$'
+  if grep -Eq '^(recv \{|close)' "$CL_TMP/half.client.cout"; then
+    cl_fail half.client "relayed or closed after --half-open-after"
+  fi
+  has half "$CL_TMP/half.rerr" 'faults: 2 messages relayed; .*dropped while half-open 1'
+fi
+
 # ---- usage ---------------------------------------------------------------
 rc=0
 "$DX_BIN" record --listen 127.0.0.1:0 --upstream "ws://127.0.0.1:$A_PORT/" \
