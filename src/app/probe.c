@@ -59,7 +59,8 @@ typedef struct popts {
   unsigned long threshold;
 } popts;
 
-/* ---- reports -------------------------------------------------------------- */
+/* ---- reports --------------------------------------------------------------
+ */
 
 static const char *status_name(step_status s) {
   return s == STEP_PASSED ? "pass" : s == STEP_FAILED ? "fail" : "skip";
@@ -73,8 +74,9 @@ static void print_text(const scenario *sc, const probe_result *res) {
              s->label[0] ? s->label : step_kind_name(sc->steps[i].kind));
       continue;
     }
-    printf("%s %2zu  line %-4zu %s  (%.1f ms", s->status == STEP_PASSED ? "ok  " : "FAIL",
-           i + 1, sc->steps[i].line, s->label, s->duration_ms);
+    printf("%s %2zu  line %-4zu %s  (%.1f ms",
+           s->status == STEP_PASSED ? "ok  " : "FAIL", i + 1, sc->steps[i].line,
+           s->label, s->duration_ms);
     if (s->dns_ms >= 0) printf("; dns %.1f ms", s->dns_ms);
     if (s->open_ms >= 0) printf("; tcp+tls+handshake %.1f ms", s->open_ms);
     if (s->response_ms >= 0) printf("; response %.1f ms", s->response_ms);
@@ -98,8 +100,12 @@ static json_t *result_json(const scenario *sc, const probe_result *res) {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer((json_int_t)i + 1));
     json_object_set_new(o, "line", json_integer((json_int_t)sc->steps[i].line));
-    json_object_set_new(o, "kind", json_string(step_kind_name(sc->steps[i].kind)));
-    json_object_set_new(o, "name", json_string(s->label[0] ? s->label : step_kind_name(sc->steps[i].kind)));
+    json_object_set_new(o, "kind",
+                        json_string(step_kind_name(sc->steps[i].kind)));
+    json_object_set_new(o, "name",
+                        json_string(s->label[0]
+                                        ? s->label
+                                        : step_kind_name(sc->steps[i].kind)));
     json_object_set_new(o, "status", json_string(status_name(s->status)));
     if (s->status != STEP_SKIPPED) {
       ms_field(o, "start_ms", s->start_ms);
@@ -151,8 +157,9 @@ static int write_junit(const char *path, const scenario *sc,
   fputs("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n", f);
   fputs("  <testsuite name=\"", f);
   xml_escape(f, sc->path);
-  fprintf(f, "\" tests=\"%zu\" failures=\"%zu\" errors=\"0\" skipped=\"%zu\" "
-             "time=\"%.3f\">\n",
+  fprintf(f,
+          "\" tests=\"%zu\" failures=\"%zu\" errors=\"0\" skipped=\"%zu\" "
+          "time=\"%.3f\">\n",
           sc->nsteps, failures, skipped, res->duration_ms / 1000);
   for (size_t i = 0; i < sc->nsteps; i++) {
     const step_result *s = &res->steps[i];
@@ -187,15 +194,15 @@ static int write_junit(const char *path, const scenario *sc,
   return 0;
 }
 
-/* ---- monitor mode: metrics -------------------------------------------------- */
+/* ---- monitor mode: metrics --------------------------------------------------
+ */
 
 typedef struct metrics {
   pthread_mutex_t lock;
   char *text; /* the exposition body, replaced after every run */
 } metrics;
 
-static void on_metrics(dx_http_exchange *x, const dx_http_view *req,
-                       void *ud) {
+static void on_metrics(dx_http_exchange *x, const dx_http_view *req, void *ud) {
   metrics *m = ud;
   if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
     dx_http_respond(x, 405, "text/plain", "GET only\n", 9, "Allow: GET\r\n");
@@ -219,8 +226,8 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
   for (;;) {
     va_list ap;
     va_start(ap, fmt);
-    int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0,
-                      fmt, ap);
+    int k =
+        vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
     va_end(ap);
     if (k < 0) return;
     if (b->p && b->n + (size_t)k < b->cap) {
@@ -245,16 +252,19 @@ typedef struct mon_state {
 static void publish(metrics *m, const scenario *sc, const probe_result *res,
                     const mon_state *st) {
   sbuf b = {0};
-  sb_printf(&b, "# HELP duplex_probe_up 1 when the last run could connect.\n"
-                "# TYPE duplex_probe_up gauge\nduplex_probe_up %d\n",
+  sb_printf(&b,
+            "# HELP duplex_probe_up 1 when the last run could connect.\n"
+            "# TYPE duplex_probe_up gauge\nduplex_probe_up %d\n",
             res->connected);
-  sb_printf(&b, "# HELP duplex_probe_success 1 when every step of the last "
-                "run passed.\n# TYPE duplex_probe_success gauge\n"
-                "duplex_probe_success %d\n",
+  sb_printf(&b,
+            "# HELP duplex_probe_success 1 when every step of the last "
+            "run passed.\n# TYPE duplex_probe_success gauge\n"
+            "duplex_probe_success %d\n",
             res->ok);
-  sb_printf(&b, "# HELP duplex_probe_duration_seconds Wall time of the last "
-                "run.\n# TYPE duplex_probe_duration_seconds gauge\n"
-                "duplex_probe_duration_seconds %.6f\n",
+  sb_printf(&b,
+            "# HELP duplex_probe_duration_seconds Wall time of the last "
+            "run.\n# TYPE duplex_probe_duration_seconds gauge\n"
+            "duplex_probe_duration_seconds %.6f\n",
             res->duration_ms / 1000);
   sb_printf(&b, "# HELP duplex_probe_step_duration_seconds Wall time of each "
                 "step of the last run (skipped steps: absent).\n"
@@ -275,21 +285,25 @@ static void publish(metrics *m, const scenario *sc, const probe_result *res,
               " %d\n",
               i + 1, step_kind_name(sc->steps[i].kind), sc->steps[i].line,
               res->steps[i].status == STEP_PASSED);
-  sb_printf(&b, "# HELP duplex_probe_consecutive_failures Failed runs in a "
-                "row.\n# TYPE duplex_probe_consecutive_failures gauge\n"
-                "duplex_probe_consecutive_failures %lu\n",
+  sb_printf(&b,
+            "# HELP duplex_probe_consecutive_failures Failed runs in a "
+            "row.\n# TYPE duplex_probe_consecutive_failures gauge\n"
+            "duplex_probe_consecutive_failures %lu\n",
             st->consecutive);
-  sb_printf(&b, "# HELP duplex_probe_alerting 1 after --fail-threshold "
-                "failed runs in a row.\n# TYPE duplex_probe_alerting gauge\n"
-                "duplex_probe_alerting %d\n",
+  sb_printf(&b,
+            "# HELP duplex_probe_alerting 1 after --fail-threshold "
+            "failed runs in a row.\n# TYPE duplex_probe_alerting gauge\n"
+            "duplex_probe_alerting %d\n",
             st->alerting);
-  sb_printf(&b, "# TYPE duplex_probe_runs_total counter\n"
-                "duplex_probe_runs_total %lu\n"
-                "# TYPE duplex_probe_failures_total counter\n"
-                "duplex_probe_failures_total %lu\n",
+  sb_printf(&b,
+            "# TYPE duplex_probe_runs_total counter\n"
+            "duplex_probe_runs_total %lu\n"
+            "# TYPE duplex_probe_failures_total counter\n"
+            "duplex_probe_failures_total %lu\n",
             st->runs, st->failures);
-  sb_printf(&b, "# TYPE duplex_probe_last_run_timestamp_seconds gauge\n"
-                "duplex_probe_last_run_timestamp_seconds %lld\n",
+  sb_printf(&b,
+            "# TYPE duplex_probe_last_run_timestamp_seconds gauge\n"
+            "duplex_probe_last_run_timestamp_seconds %lld\n",
             (long long)time(NULL));
   pthread_mutex_lock(&m->lock);
   free(m->text);
@@ -302,7 +316,8 @@ static void *server_thread(void *arg) {
   return NULL;
 }
 
-static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_line(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 static void log_line(const char *fmt, ...) {
   char ts[32];
   time_t now = time(NULL);
@@ -318,8 +333,8 @@ static void log_line(const char *fmt, ...) {
   fflush(stdout);
 }
 
-static void log_run(const scenario *sc, const probe_result *res,
-                    mon_state *st, unsigned long threshold) {
+static void log_run(const scenario *sc, const probe_result *res, mon_state *st,
+                    unsigned long threshold) {
   st->runs++;
   if (res->ok) {
     log_line("run %lu: ok, %zu steps in %.1f ms", st->runs, sc->nsteps,
@@ -345,7 +360,8 @@ static void log_run(const scenario *sc, const probe_result *res,
 
 /* Waits up to ms for SIGINT/SIGTERM (blocked). true: a signal came. */
 static bool wait_signal(const sigset_t *set, unsigned ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+  struct timespec ts = {.tv_sec = ms / 1000,
+                        .tv_nsec = (long)(ms % 1000) * 1000000};
   for (;;) {
     int sig = sigtimedwait(set, NULL, &ts);
     if (sig > 0) return true;
@@ -367,14 +383,16 @@ static int monitor(const popts *o, const scenario *sc, dx_loop *loop) {
   pthread_t th;
   int status = PR_OK;
   if (o->metrics_port) {
-    dx_server_config cfg = {.host = "127.0.0.1", .port = o->metrics_port,
-                            .threads = 1};
+    dx_server_config cfg = {
+        .host = "127.0.0.1", .port = o->metrics_port, .threads = 1};
     srv = dx_server_new(&cfg);
     int rc = srv ? dx_server_http(srv, "/metrics", on_metrics, &m) : DX_ENOMEM;
     if (!rc) rc = dx_server_start(srv);
     if (rc) {
       fprintf(stderr, "duplex probe: metrics on 127.0.0.1:%d: %s\n",
-              o->metrics_port, srv && *dx_server_error(srv) ? dx_server_error(srv) : dx_strerror(rc));
+              o->metrics_port,
+              srv && *dx_server_error(srv) ? dx_server_error(srv)
+                                           : dx_strerror(rc));
       dx_server_free(srv);
       status = PR_ERROR;
       goto out;
@@ -421,7 +439,8 @@ out:
 
 /* ---- options ---------------------------------------------------------- */
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

@@ -115,8 +115,9 @@ static char *expand(const runner *r, const char *in, char *err, size_t n) {
       name[nl] = 0;
       val = lookup(r, name);
       if (!val) {
-        snprintf(err, n, "undefined variable ${%s} (not captured, not in "
-                         "the environment)",
+        snprintf(err, n,
+                 "undefined variable ${%s} (not captured, not in "
+                 "the environment)",
                  name);
         free(out);
         return NULL;
@@ -192,8 +193,7 @@ static bool json_same(json_t *a, json_t *b) {
   if (json_is_array(a) && json_is_array(b)) {
     if (json_array_size(a) != json_array_size(b)) return false;
     for (size_t i = 0; i < json_array_size(a); i++)
-      if (!json_same(json_array_get(a, i), json_array_get(b, i)))
-        return false;
+      if (!json_same(json_array_get(a, i), json_array_get(b, i))) return false;
     return true;
   }
   if (json_is_object(a) && json_is_object(b)) {
@@ -428,8 +428,8 @@ static bool capture(runner *r, const step *st, const inmsg *m, json_t *doc) {
     }
     json_t *v = json_at(doc, path);
     if (!v) {
-      step_end(r, false, "capture %s: no '%s' in the message",
-               st->cap_name[i], path);
+      step_end(r, false, "capture %s: no '%s' in the message", st->cap_name[i],
+               path);
       return false;
     }
     if (json_is_string(v)) {
@@ -695,8 +695,7 @@ static void start_expect(runner *r, const step *st, char *text) {
     r->want_text = strdup(text);
     if (!r->want_text) return step_end(r, false, "out of memory");
   }
-  if (!r->head && !r->open)
-    return (void)need_open(r);
+  if (!r->head && !r->open) return (void)need_open(r);
   dx_timer_start(r->loop, &r->step_timer, st->timeout_ms, 0, on_step_timeout);
   try_expect(r);
 }
@@ -735,16 +734,14 @@ static void run_step(runner *r, const step *st, char *text) {
     int rc = dx_client_ping(r->client, p, strlen(p));
     r->last_sent = now_ms();
     if (rc) return step_end(r, false, "cannot ping: %s", dx_strerror(rc));
-    dx_timer_start(r->loop, &r->step_timer, st->timeout_ms, 0,
-                   on_step_timeout);
+    dx_timer_start(r->loop, &r->step_timer, st->timeout_ms, 0, on_step_timeout);
     return;
   }
   case STEP_CLOSE: {
     if (!need_open(r)) return;
     int rc = dx_client_close(r->client, (uint16_t)st->close_code, NULL);
     if (rc) return step_end(r, false, "cannot close: %s", dx_strerror(rc));
-    dx_timer_start(r->loop, &r->step_timer, st->timeout_ms, 0,
-                   on_step_timeout);
+    dx_timer_start(r->loop, &r->step_timer, st->timeout_ms, 0, on_step_timeout);
     return;
   }
   }
@@ -762,8 +759,8 @@ static void start_step(runner *r) {
     text = expand(r, st->text, err, sizeof err);
     if (!text) return step_end(r, false, "%s", err);
     if (st->kind != STEP_SEND_BINARY)
-      snprintf(s->label, sizeof s->label, "%s %.150s",
-               step_kind_name(st->kind), text);
+      snprintf(s->label, sizeof s->label, "%s %.150s", step_kind_name(st->kind),
+               text);
   }
   run_step(r, st, text);
   free(text);
@@ -809,8 +806,8 @@ int probe_run(dx_loop *loop, const scenario *sc, probe_result *res) {
   res->steps = calloc(sc->nsteps, sizeof *res->steps);
   if (!res->steps) return -1;
   for (size_t i = 0; i < sc->nsteps; i++)
-    res->steps[i].dns_ms = res->steps[i].open_ms =
-        res->steps[i].response_ms = -1;
+    res->steps[i].dns_ms = res->steps[i].open_ms = res->steps[i].response_ms =
+        -1;
   res->ok = true;
   runner *r = calloc(1, sizeof *r);
   if (!r) return -1;
@@ -826,7 +823,8 @@ int probe_run(dx_loop *loop, const scenario *sc, probe_result *res) {
   dx_loop_run(loop);
   res->duration_ms = now_ms() - r->t0;
   for (size_t i = 0; i < sc->nsteps; i++)
-    if (sc->steps[i].kind == STEP_CONNECT && res->steps[i].status == STEP_PASSED)
+    if (sc->steps[i].kind == STEP_CONNECT &&
+        res->steps[i].status == STEP_PASSED)
       res->connected = true;
   dx_timer_stop(&r->step_timer);
   dx_timer_stop(&r->next_timer);

@@ -9,7 +9,11 @@
 
 #include <duplex/net.h>
 
-typedef enum step_status { STEP_SKIPPED = 0, STEP_PASSED, STEP_FAILED } step_status;
+typedef enum step_status {
+  STEP_SKIPPED = 0,
+  STEP_PASSED,
+  STEP_FAILED
+} step_status;
 
 typedef struct step_result {
   step_status status;
@@ -27,11 +31,11 @@ typedef struct step_result {
 } step_result;
 
 typedef struct probe_result {
-  bool ok;             /* every step passed */
-  bool connected;      /* a connect step opened */
+  bool ok;        /* every step passed */
+  bool connected; /* a connect step opened */
   double duration_ms;
-  size_t failed_step;  /* index of the failed step when !ok */
-  step_result *steps;  /* sc->nsteps entries */
+  size_t failed_step; /* index of the failed step when !ok */
+  step_result *steps; /* sc->nsteps entries */
 } probe_result;
 
 /* Runs sc on loop (which must not be running). res->steps is allocated

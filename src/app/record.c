@@ -126,7 +126,10 @@ typedef struct rec {
   uint64_t client_id;
   bool client_open, up_open, up_started, up_closed, ended, cut, half_open;
   bool stopping;
-  bool closing_client; /* the proxy closed the client: not recorded */ /* the server thread is gone: posted events are freed */
+  bool closing_client;
+      /* the proxy closed the client: not recorded */ /* the server thread is
+                                                         gone: posted events are
+                                                         freed */
   dx_client *up;
   qmsg *pending_head, **pending_tailp; /* for the upstream before it opens */
   pipe_q to_up, to_client;
@@ -258,7 +261,8 @@ static void substitute(rec *r, json_t *j) {
     json_object_foreach(j, k, v) {
       if (json_is_string(v))
         for (size_t i = 0; i < r->ncapture; i++)
-          if (r->cap_value[i] && !strcmp(json_string_value(v), r->cap_value[i])) {
+          if (r->cap_value[i] &&
+              !strcmp(json_string_value(v), r->cap_value[i])) {
             char ref[140];
             snprintf(ref, sizeof ref, "${%s}", r->capture[i]);
             json_string_set(v, ref);
@@ -272,7 +276,8 @@ static void substitute(rec *r, json_t *j) {
     json_array_foreach(j, i, v) {
       if (json_is_string(v))
         for (size_t c = 0; c < r->ncapture; c++)
-          if (r->cap_value[c] && !strcmp(json_string_value(v), r->cap_value[c])) {
+          if (r->cap_value[c] &&
+              !strcmp(json_string_value(v), r->cap_value[c])) {
             char ref[140];
             snprintf(ref, sizeof ref, "${%s}", r->capture[c]);
             json_string_set(v, ref);
@@ -299,7 +304,8 @@ static char *b64(const uint8_t *p, size_t n) {
   char *o = malloc((n + 2) / 3 * 4 + 1), *q = o;
   if (!o) return NULL;
   for (size_t i = 0; i < n; i += 3) {
-    unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) |
+    unsigned v = (unsigned)p[i] << 16 |
+                 (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) |
                  (i + 2 < n ? p[i + 2] : 0);
     *q++ = t[v >> 18 & 63];
     *q++ = t[v >> 12 & 63];
@@ -355,8 +361,10 @@ static void record_server(rec *r, dx_opcode op, const uint8_t *data,
   double delay = now_ms() - r->last_client_ms;
   double timeout = delay * 2 / 1000 + 1;
   if (op == DX_OP_BINARY) {
-    add_step(r, "  # a binary message from the server (%zu bytes): not "
-                "checked\n", len);
+    add_step(r,
+             "  # a binary message from the server (%zu bytes): not "
+             "checked\n",
+             len);
     r->binary_seen = true;
     return;
   }
@@ -388,9 +396,9 @@ static void record_server(rec *r, dx_opcode op, const uint8_t *data,
     ck += snprintf(caps + ck, sizeof caps - (size_t)ck, "%s%s: %s",
                    ck ? ", " : "", r->capture[i], path);
     free(r->cap_value[i]);
-    r->cap_value[i] = json_is_string(v) ? strdup(json_string_value(v))
-                                        : json_dumps(v, JSON_ENCODE_ANY |
-                                                            JSON_COMPACT);
+    r->cap_value[i] = json_is_string(v)
+                          ? strdup(json_string_value(v))
+                          : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
   }
   strip(r, j, fresh);
   substitute(r, j);
@@ -413,8 +421,9 @@ static int write_scenario(rec *r) {
   gmtime_r(&now, &tm);
   char ts[32];
   strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  fprintf(f, "# Recorded by duplex record at %s (timeouts: the observed "
-             "delay x 2 + 1 s).\n",
+  fprintf(f,
+          "# Recorded by duplex record at %s (timeouts: the observed "
+          "delay x 2 + 1 s).\n",
           ts);
   char *url = yaml_quote(r->upstream, strlen(r->upstream));
   fprintf(f, "steps:\n  - connect: %s\n", url ? url : "");
@@ -455,7 +464,8 @@ static void cut(rec *r, const char *why) {
   r->cuts++;
   say("fault: cut (%s)", why);
   if (r->client_open)
-    r->closing_client = true, dx_server_close(r->srv, r->client_id, DX_CLOSE_INTERNAL_ERROR,
+    r->closing_client = true,
+    dx_server_close(r->srv, r->client_id, DX_CLOSE_INTERNAL_ERROR,
                     "cut by duplex proxy");
   /* The upstream sees the TCP connection drop, without a close frame. */
   dx_client_free(r->up);
@@ -502,7 +512,8 @@ static void relay(rec *r, bool upstream, dx_opcode op, const uint8_t *data,
   uint64_t now = dx_loop_now(r->loop);
   uint64_t due = now;
   if (r->latency || r->jitter) {
-    unsigned d = r->latency + (r->jitter ? (unsigned)rand() % (r->jitter + 1) : 0);
+    unsigned d =
+        r->latency + (r->jitter ? (unsigned)rand() % (r->jitter + 1) : 0);
     due += d;
     r->delayed++;
     r->delay_total_ms += d;
@@ -537,14 +548,14 @@ static void relay(rec *r, bool upstream, dx_opcode op, const uint8_t *data,
     cut(r, why);
     return;
   }
-  if (r->half_open_after && r->relayed >= r->half_open_after &&
-      !r->half_open) {
+  if (r->half_open_after && r->relayed >= r->half_open_after && !r->half_open) {
     r->half_open = true;
     say("fault: half-open after %lu messages (no more relaying)", r->relayed);
   }
 }
 
-/* ---- the upstream --------------------------------------------------------- */
+/* ---- the upstream ---------------------------------------------------------
+ */
 
 static void up_open(dx_client *c, void *ud) {
   (void)c;
@@ -577,7 +588,8 @@ static void up_error(dx_client *c, const dx_client_error *e, void *ud) {
     r->status = RC_FAIL;
     r->up_closed = true;
     if (r->client_open)
-      r->closing_client = true, dx_server_close(r->srv, r->client_id, DX_CLOSE_BAD_GATEWAY,
+      r->closing_client = true,
+      dx_server_close(r->srv, r->client_id, DX_CLOSE_BAD_GATEWAY,
                       "upstream failed");
   }
 }
@@ -621,12 +633,14 @@ static void start_upstream(rec *r, char **headers) {
     say("cannot connect to %s", r->upstream);
     r->status = RC_FAIL;
     r->up_closed = true;
-    r->closing_client = true, dx_server_close(r->srv, r->client_id, DX_CLOSE_BAD_GATEWAY,
+    r->closing_client = true,
+    dx_server_close(r->srv, r->client_id, DX_CLOSE_BAD_GATEWAY,
                     "upstream failed");
   }
 }
 
-/* ---- events from the server thread, on the main loop ----------------------- */
+/* ---- events from the server thread, on the main loop -----------------------
+ */
 
 static void on_end_timer(dx_timer *t) {
   rec *r = (rec *)((char *)t - offsetof(rec, end_timer));
@@ -689,10 +703,10 @@ static void handle_ev(void *arg) {
         e->code != DX_CLOSE_NO_STATUS)
       add_step(r, "  - close: %u\n", e->code);
     if (r->up && !r->up_closed) {
-      uint16_t code = e->code == DX_CLOSE_ABNORMAL ||
-                              e->code == DX_CLOSE_NO_STATUS
-                          ? DX_CLOSE_NORMAL
-                          : e->code;
+      uint16_t code =
+          e->code == DX_CLOSE_ABNORMAL || e->code == DX_CLOSE_NO_STATUS
+              ? DX_CLOSE_NORMAL
+              : e->code;
       if (dx_client_state(r->up) == DX_OPEN)
         dx_client_close(r->up, code, (const char *)e->data);
       else {
@@ -723,9 +737,15 @@ static void post(rec *r, ev *e) {
 /* Request headers worth passing on (auth, cookies, custom ones); the ones
  * the handshake writes itself stay behind. */
 static bool forwardable(const dx_header *h) {
-  static const char *const skip[] = {"host", "upgrade", "connection",
-                                     "origin", "sec-websocket-", "content-length",
-                                     "transfer-encoding", "user-agent", NULL};
+  static const char *const skip[] = {"host",
+                                     "upgrade",
+                                     "connection",
+                                     "origin",
+                                     "sec-websocket-",
+                                     "content-length",
+                                     "transfer-encoding",
+                                     "user-agent",
+                                     NULL};
   for (int i = 0; skip[i]; i++)
     if (h->name_len >= strlen(skip[i]) &&
         !strncasecmp(h->name, skip[i], strlen(skip[i])) &&
@@ -772,8 +792,8 @@ static void srv_message(dx_conn *c, dx_opcode op, uint8_t *data, size_t len,
   post(r, e);
 }
 
-static void srv_close(dx_conn *c, uint16_t code, const char *reason,
-                      size_t len, void *ud) {
+static void srv_close(dx_conn *c, uint16_t code, const char *reason, size_t len,
+                      void *ud) {
   rec *r = ud;
   ev **slot = dx_conn_user(c);
   if (*slot) { /* the handshake failed after the accept hook */
@@ -806,16 +826,19 @@ static void on_signal(dx_io *io, unsigned events) {
   while (read(io->fd, &si, sizeof si) == (ssize_t)sizeof si) {
     say("interrupted: ending the session");
     if (r->client_open)
-      r->closing_client = true, dx_server_close(r->srv, r->client_id, DX_CLOSE_GOING_AWAY, NULL);
+      r->closing_client = true,
+      dx_server_close(r->srv, r->client_id, DX_CLOSE_GOING_AWAY, NULL);
     if (r->up && dx_client_state(r->up) == DX_OPEN)
       dx_client_close(r->up, DX_CLOSE_GOING_AWAY, NULL);
     dx_timer_start(r->loop, &r->end_timer, 1000, 0, on_end_timer);
   }
 }
 
-/* ---- options ---------------------------------------------------------------- */
+/* ---- options ----------------------------------------------------------------
+ */
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -883,8 +906,7 @@ static int parse_options(rec *r, int argc, char **argv) {
     }
     case 'u':
       if (strncmp(optarg, "ws://", 5) && strncmp(optarg, "wss://", 6))
-        return usage_error("--upstream '%s': expected ws:// or wss://",
-                           optarg);
+        return usage_error("--upstream '%s': expected ws:// or wss://", optarg);
       r->upstream = optarg;
       break;
     case 'o':
@@ -894,8 +916,10 @@ static int parse_options(rec *r, int argc, char **argv) {
     case O_CAPTURE: {
       bool ig = ch == O_IGNORE;
       size_t *cnt = ig ? &r->nignore : &r->ncapture;
-      if (*cnt == MAX_LIST) return usage_error("too many --%s", ig ? "ignore" : "capture");
-      if (!ig && strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(optarg))
+      if (*cnt == MAX_LIST)
+        return usage_error("too many --%s", ig ? "ignore" : "capture");
+      if (!ig && strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST"
+                                "UVWXYZ0123456789_") != strlen(optarg))
         return usage_error("--capture '%s': letters, digits and '_'", optarg);
       (ig ? r->ignore : r->capture)[(*cnt)++] = optarg;
       break;
@@ -939,7 +963,8 @@ static int parse_options(rec *r, int argc, char **argv) {
       return usage_error("bad option");
     }
   }
-  if (optind != argc) return usage_error("unexpected argument '%s'", argv[optind]);
+  if (optind != argc)
+    return usage_error("unexpected argument '%s'", argv[optind]);
   if (!r->listen_host) return usage_error("--listen is needed");
   if (!r->upstream) return usage_error("--upstream is needed");
   if (!r->output && !r->proxy_only) return usage_error("-o FILE is needed");
@@ -948,8 +973,10 @@ static int parse_options(rec *r, int argc, char **argv) {
 
 static void on_cut_timer(dx_timer *t) {
   rec *r = (rec *)((char *)t - offsetof(rec, cut_timer));
-  if (r->client_open) cut(r, "after --cut-after");
-  else dx_timer_start(r->loop, t, 50, 0, on_cut_timer); /* not yet open */
+  if (r->client_open)
+    cut(r, "after --cut-after");
+  else
+    dx_timer_start(r->loop, t, 50, 0, on_cut_timer); /* not yet open */
 }
 
 /* The path of the upstream URL ("/" when none). */
@@ -960,15 +987,22 @@ static void url_path(const char *url, char *out, size_t n) {
 }
 
 static int serve(rec *r) {
-  dx_server_config cfg = {.host = r->listen_host, .port = r->listen_port,
-                          .threads = 1, .ping_interval_ms = (unsigned)-1};
+  dx_server_config cfg = {.host = r->listen_host,
+                          .port = r->listen_port,
+                          .threads = 1,
+                          .ping_interval_ms = (unsigned)-1};
   r->srv = dx_server_new(&cfg);
   if (!r->srv) return RC_FAIL;
   char path[512];
   url_path(r->upstream, path, sizeof path);
-  dx_route route = {.path = path, .on_accept = srv_accept, .on_open = srv_open,
-                    .on_message = srv_message, .on_close = srv_close, .ud = r,
-                    .deflate = true, .user_size = sizeof(ev *)};
+  dx_route route = {.path = path,
+                    .on_accept = srv_accept,
+                    .on_open = srv_open,
+                    .on_message = srv_message,
+                    .on_close = srv_close,
+                    .ud = r,
+                    .deflate = true,
+                    .user_size = sizeof(ev *)};
   int rc = dx_server_route(r->srv, &route);
   if (!rc && strcmp(path, "/")) {
     route.path = "/";
@@ -1051,9 +1085,12 @@ static int record_main(int argc, char **argv, bool proxy_only) {
   print_faults(&r);
   if (!proxy_only && (r.nsteps || r.up_started) && write_scenario(&r))
     status = RC_FAIL;
-  for (qmsg *q = r.to_up.head, *n; q; q = n) n = q->next, free(q);
-  for (qmsg *q = r.to_client.head, *n; q; q = n) n = q->next, free(q);
-  for (qmsg *q = r.pending_head, *n; q; q = n) n = q->next, free(q);
+  for (qmsg *q = r.to_up.head, *n; q; q = n)
+    n = q->next, free(q);
+  for (qmsg *q = r.to_client.head, *n; q; q = n)
+    n = q->next, free(q);
+  for (qmsg *q = r.pending_head, *n; q; q = n)
+    n = q->next, free(q);
   for (size_t i = 0; i < r.nsteps; i++)
     free(r.steps[i].line);
   free(r.steps);

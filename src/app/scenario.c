@@ -22,12 +22,16 @@ typedef struct pctx {
   size_t errlen;
 } pctx;
 
-static const char *const KIND_NAMES[] = {
-    [STEP_CONNECT] = "connect",         [STEP_SEND] = "send",
-    [STEP_SEND_JSON] = "send_json",     [STEP_SEND_BINARY] = "send_binary",
-    [STEP_EXPECT] = "expect",           [STEP_EXPECT_MATCH] = "expect_match",
-    [STEP_EXPECT_JSON] = "expect_json", [STEP_SLEEP] = "sleep",
-    [STEP_PING] = "ping",               [STEP_CLOSE] = "close"};
+static const char *const KIND_NAMES[] = {[STEP_CONNECT] = "connect",
+                                         [STEP_SEND] = "send",
+                                         [STEP_SEND_JSON] = "send_json",
+                                         [STEP_SEND_BINARY] = "send_binary",
+                                         [STEP_EXPECT] = "expect",
+                                         [STEP_EXPECT_MATCH] = "expect_match",
+                                         [STEP_EXPECT_JSON] = "expect_json",
+                                         [STEP_SLEEP] = "sleep",
+                                         [STEP_PING] = "ping",
+                                         [STEP_CLOSE] = "close"};
 #define NKINDS (sizeof KIND_NAMES / sizeof KIND_NAMES[0])
 
 const char *step_kind_name(step_kind k) {
@@ -184,7 +188,8 @@ static int set_headers(pctx *c, step *st, const yaml_node_t *n) {
 
 static int set_subprotocols(pctx *c, step *st, const yaml_node_t *n) {
   if (n->type == YAML_SCALAR_NODE)
-    return want_string(c, n, "subprotocol", &st->subprotocols[st->nsubprotocols++]);
+    return want_string(c, n, "subprotocol",
+                       &st->subprotocols[st->nsubprotocols++]);
   if (n->type != YAML_SEQUENCE_NODE)
     return fail(c, n, "subprotocol: expected a string or a list");
   for (yaml_node_item_t *it = n->data.sequence.items.start;
@@ -229,8 +234,9 @@ static int set_binary(pctx *c, step *st, const yaml_node_t *n) {
   }
   if (n->type != YAML_MAPPING_NODE ||
       n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
-    return fail(c, n, "send_binary: expected base64 text, or one of "
-                      "{base64: ..}, {hex: ..}, {file: ..}");
+    return fail(c, n,
+                "send_binary: expected base64 text, or one of "
+                "{base64: ..}, {hex: ..}, {file: ..}");
   yaml_node_pair_t *p = n->data.mapping.pairs.start;
   const char *k = scalar(node(c, p->key));
   if (k && !strcmp(k, "base64"))
@@ -333,9 +339,10 @@ static int parse_step(pctx *c, const yaml_node_t *n, step *st) {
     }
   }
   if (!kind_key)
-    return fail(c, n, "no step kind (connect, send, send_json, send_binary, "
-                      "expect, expect_match, expect_json, sleep, ping, "
-                      "close)");
+    return fail(c, n,
+                "no step kind (connect, send, send_json, send_binary, "
+                "expect, expect_match, expect_json, sleep, ping, "
+                "close)");
   if (set_value(c, st, kind_val)) return -1;
   for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
        p < n->data.mapping.pairs.top; p++) {
@@ -360,8 +367,9 @@ static int parse_root(pctx *c, const yaml_node_t *root, scenario *sc) {
     if (key && !strcmp(key, "steps"))
       steps = node(c, p->value);
     else if (!key || (strcmp(key, "name") && strcmp(key, "description")))
-      return fail(c, k, "unknown top-level key '%s' (steps, name, "
-                        "description)",
+      return fail(c, k,
+                  "unknown top-level key '%s' (steps, name, "
+                  "description)",
                   key ? key : "?");
   }
   if (!steps) return fail(c, root, "no 'steps:' list");
@@ -387,8 +395,8 @@ static int parse_root(pctx *c, const yaml_node_t *root, scenario *sc) {
 static int parser_error(pctx *c, yaml_parser_t *p) {
   const yaml_mark_t *m = p->problem ? &p->problem_mark : &p->context_mark;
   snprintf(c->err, c->errlen, "%s:%zu: YAML: %s%s%s", c->path, m->line + 1,
-           p->problem ? p->problem : "cannot parse",
-           p->context ? " " : "", p->context ? p->context : "");
+           p->problem ? p->problem : "cannot parse", p->context ? " " : "",
+           p->context ? p->context : "");
   return -1;
 }
 

@@ -36,10 +36,10 @@ typedef enum bin_form { BIN_BASE64, BIN_HEX, BIN_FILE } bin_form;
 
 typedef struct step {
   step_kind kind;
-  size_t line;   /* 1-based, in the scenario file */
-  char *text;    /* connect URL, send/expect text, regex, binary value,
-                    ping payload (NULL: none) */
-  json_t *json;  /* send_json value, expect_json subset */
+  size_t line;  /* 1-based, in the scenario file */
+  char *text;   /* connect URL, send/expect text, regex, binary value,
+                   ping payload (NULL: none) */
+  json_t *json; /* send_json value, expect_json subset */
   bin_form form;
   /* connect */
   char *headers[STEP_MAX_HEADERS]; /* "Name: value" */
