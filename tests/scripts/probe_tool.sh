@@ -4,7 +4,8 @@
 # python3-websockets server (tests/probe/py_server.py), both on 127.0.0.1
 # and free ports. Every step kind passes (exit 0); each check fails when it
 # should (exit 1, the failed step named, later ones skipped); a connection
-# refused is a failed check (1); bad files and usage exit 2 with FILE:LINE;
+# refused is a failed check (1); wss:// with cacert:, insecure:, and an
+# untrusted certificate (1); bad files and usage exit 2 with FILE:LINE;
 # --json parses; the JUnit file parses (python3 xml.etree) and its counts
 # match; monitor mode (--every 1s --metrics-port) serves metrics that go
 # from success 1 to 0 once the server is stopped, and alerts after
@@ -158,6 +159,24 @@ pr_run closecode 0 "$P_PORT" "$CL_TMP/closecode.yaml" # python echoes 4003
 DEAD=$(cl_dead_port)
 pr_run f.refused 1 "$DEAD" "$CL_TMP/expect.yaml" &&
   pr_out_has f.refused '^FAIL +1 .*connect .*refused'
+
+# ---- wss:// (tests/tls/make_certs.sh, tests/client/ws_server.js --tls) ----
+certs=$CL_TMP/certs
+bash "$CL_SRC/tests/tls/make_certs.sh" "$certs" >/dev/null ||
+  cl_die "tests/tls/make_certs.sh failed"
+cl_server T node "$CL_SRC/tests/client/ws_server.js" --tls "$certs" cert.pem --lifetime 120
+export CA=$certs/ca.pem
+tls_scn() { # tls_scn NAME OPTION-LINE
+  printf 'steps:\n  - connect: wss://localhost:${PORT}/echo\n%s\n  - send: over tls\n  - expect: over tls\n' "$2" >"$CL_TMP/$1.yaml"
+}
+tls_scn tls-ca '    cacert: "${CA}"'
+pr_run tls.cacert 0 "$T_PORT" "$CL_TMP/tls-ca.yaml" &&
+  pr_out_has tls.cacert '^ok +1 .*connect wss://localhost:[0-9]+/echo .*dns [0-9.]+ ms'
+tls_scn tls-none '    timeout: 3s'
+pr_run tls.untrusted 1 "$T_PORT" "$CL_TMP/tls-none.yaml" &&
+  pr_out_has tls.untrusted '^FAIL +1 .*connect .*(certificate|TLS)'
+tls_scn tls-insecure '    insecure: true'
+pr_run tls.insecure 0 "$T_PORT" "$CL_TMP/tls-insecure.yaml"
 
 # ---- cannot run: exit 2 ------------------------------------------------------
 printf 'steps:\n  - connect: ws://x/\n  - send: [unclosed\n' >"$CL_TMP/syntax.yaml"
