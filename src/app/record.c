@@ -51,6 +51,10 @@ static const char *record_help =
     "                        (repeatable: ids and times that change)\n"
     "      --capture FIELD   capture this field of server messages and use\n"
     "                        ${FIELD} where the client sends its value later\n"
+    "      --subprotocol P   accept subprotocol P from the client "
+    "(repeatable,\n"
+    "                        preference order) and offer the chosen one\n"
+    "                        upstream\n"
     "      --insecure, --cacert FILE   upstream TLS\n"
     "Faults (counted and printed at exit):\n"
     "      --latency MS      delay every message by MS\n"
@@ -77,7 +81,8 @@ typedef struct ev {
   dx_opcode op;
   uint16_t code;
   size_t len;
-  char **headers; /* EV_OPEN: forwarded request headers, NULL-terminated */
+  char **headers;  /* EV_OPEN: forwarded request headers, NULL-terminated */
+  char proto[128]; /* EV_OPEN: the subprotocol chosen for the client */
   uint8_t data[];
 } ev;
 
@@ -114,6 +119,9 @@ typedef struct rec {
   const char *capture[MAX_LIST];
   size_t ncapture;
   const char *cacert;
+  const char *protos[MAX_LIST + 1]; /* --subprotocol, NULL-terminated */
+  size_t nprotos;
+  char chosen[128]; /* the client's subprotocol, offered upstream */
   bool insecure, proxy_only;
   unsigned latency, jitter;
   double throttle;
@@ -127,9 +135,9 @@ typedef struct rec {
   bool client_open, up_open, up_started, up_closed, ended, cut, half_open;
   bool stopping;
   bool closing_client;
-      /* the proxy closed the client: not recorded */ /* the server thread is
-                                                         gone: posted events are
-                                                         freed */
+  /* the proxy closed the client: not recorded */ /* the server thread is
+                                                     gone: posted events are
+                                                     freed */
   dx_client *up;
   qmsg *pending_head, **pending_tailp; /* for the upstream before it opens */
   pipe_q to_up, to_client;
@@ -428,6 +436,7 @@ static int write_scenario(rec *r) {
   char *url = yaml_quote(r->upstream, strlen(r->upstream));
   fprintf(f, "steps:\n  - connect: %s\n", url ? url : "");
   free(url);
+  if (r->chosen[0]) fprintf(f, "    subprotocol: %s\n", r->chosen);
   if (r->insecure) fputs("    insecure: true\n", f);
   if (r->cacert) {
     char *c = yaml_quote(r->cacert, strlen(r->cacert));
@@ -616,6 +625,7 @@ static void start_upstream(rec *r, char **headers) {
   dx_client_config cfg = {.url = r->upstream,
                           .headers = (const char *const *)headers,
                           .deflate = true,
+                          .subprotocols = NULL,
                           .ca_file = r->cacert,
                           .insecure = r->insecure,
                           .ud = r,
@@ -623,6 +633,8 @@ static void start_upstream(rec *r, char **headers) {
                           .on_message = up_message,
                           .on_close = up_close,
                           .on_error = up_error};
+  const char *offer[2] = {r->chosen, NULL};
+  if (r->chosen[0]) cfg.subprotocols = offer;
   r->up_started = true;
   r->up = dx_client_new(r->loop, &cfg);
   if (!r->up) {
@@ -673,6 +685,7 @@ static void handle_ev(void *arg) {
   switch (e->type) {
   case EV_OPEN:
     r->client_id = e->id;
+    snprintf(r->chosen, sizeof r->chosen, "%s", e->proto);
     r->client_open = true;
     r->last_client_ms = now_ms();
     say("client connected; opening %s", r->upstream);
@@ -778,6 +791,8 @@ static int srv_accept(dx_conn *c, const dx_upgrade_request *req, void *ud) {
 static void srv_open(dx_conn *c, void *ud) {
   rec *r = ud;
   ev **slot = dx_conn_user(c);
+  const char *sp = dx_conn_subprotocol(c);
+  if (*slot && sp) snprintf((*slot)->proto, sizeof(*slot)->proto, "%s", sp);
   post(r, *slot);
   *slot = NULL;
 }
@@ -860,6 +875,7 @@ static bool parse_ulong(const char *s, unsigned long max, unsigned long *out) {
 
 enum {
   O_IGNORE = 256,
+  O_SUBPROTOCOL,
   O_CAPTURE,
   O_INSECURE,
   O_CACERT,
@@ -877,6 +893,7 @@ static int parse_options(rec *r, int argc, char **argv) {
       {"upstream", required_argument, NULL, 'u'},
       {"output", required_argument, NULL, 'o'},
       {"ignore", required_argument, NULL, O_IGNORE},
+      {"subprotocol", required_argument, NULL, O_SUBPROTOCOL},
       {"capture", required_argument, NULL, O_CAPTURE},
       {"insecure", no_argument, NULL, O_INSECURE},
       {"cacert", required_argument, NULL, O_CACERT},
@@ -924,6 +941,10 @@ static int parse_options(rec *r, int argc, char **argv) {
       (ig ? r->ignore : r->capture)[(*cnt)++] = optarg;
       break;
     }
+    case O_SUBPROTOCOL:
+      if (r->nprotos == MAX_LIST) return usage_error("too many --subprotocol");
+      r->protos[r->nprotos++] = optarg;
+      break;
     case O_INSECURE:
       r->insecure = true;
       break;
@@ -1002,6 +1023,7 @@ static int serve(rec *r) {
                     .on_close = srv_close,
                     .ud = r,
                     .deflate = true,
+                    .subprotocols = r->nprotos ? r->protos : NULL,
                     .user_size = sizeof(ev *)};
   int rc = dx_server_route(r->srv, &route);
   if (!rc && strcmp(path, "/")) {

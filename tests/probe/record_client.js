@@ -9,7 +9,10 @@
 
 const WebSocket = require('ws');
 
-const ws = new WebSocket(process.argv[2], { headers: { 'X-Token': 'rec-token' } });
+// CLIENT_PROTOCOL: a subprotocol to offer.
+const protocols = process.env.CLIENT_PROTOCOL ? [process.env.CLIENT_PROTOCOL] : [];
+const ws = new WebSocket(process.argv[2], protocols,
+                         { headers: { 'X-Token': 'rec-token' } });
 const log = (line) => process.stdout.write(line + '\n');
 setTimeout(() => { log('timeout'); process.exit(4); },
            Number(process.env.CLIENT_TIMEOUT_MS || 10000)).unref();
@@ -25,7 +28,7 @@ const script = [
   () => ws.send('delay 150'),                              // -> late
   () => { done = true; ws.close(1000, 'bye'); },
 ];
-ws.on('open', () => script[step++]());
+ws.on('open', () => { log(`open proto=${ws.protocol || '-'}`); script[step++](); });
 ws.on('message', (data, isBinary) => {
   const text = isBinary ? 'binary ' + Buffer.from(data).toString('hex') : data.toString();
   log(`recv ${text}`);

@@ -90,17 +90,19 @@ has() { # has NAME FILE REGEX
 # ---- record, then replay -------------------------------------------------
 SCN=$CL_TMP/session.yaml
 if rec_start rec record --upstream "ws://127.0.0.1:$A_PORT/app" -o "$SCN" \
-  --capture session; then
-  client rec.client 0
+  --capture session --subprotocol other --subprotocol chat.v1; then
+  CLIENT_PROTOCOL=chat.v1 client rec.client 0
   rec_wait rec 0
   out=$CL_TMP/rec.client.cout
   has rec.client "$out" '^recv pong$'
   has rec.client "$out" '^recv \{"op":"authed","session":"s-[0-9a-f]+","ok":true\}$'
   has rec.client "$out" '^recv binary 0001feff$'
   has rec.client "$out" '^close 1000 '
-  cl_log_has A '^open /app proto=- auth=rec-token$' # headers passed on
+  has rec.client "$out" '^open proto=chat\.v1$'
+  cl_log_has A '^open /app proto=chat\.v1 auth=rec-token$' # headers, subprotocol passed on
   cl_log_has A '^close 1000$' # the client's close, passed on
   has rec.file "$SCN" '^  - connect: "ws://127\.0\.0\.1:[0-9]+/app"$'
+  has rec.file "$SCN" '^    subprotocol: chat\.v1$'
   has rec.file "$SCN" '^  - send: "ping"$'
   has rec.file "$SCN" '^  - expect: "pong"$'
   has rec.file "$SCN" '^    capture: \{session: session\}$'
