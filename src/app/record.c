@@ -235,7 +235,8 @@ static bool find_path(json_t *j, const char *key, char *path, size_t n,
   if (json_is_object(j)) {
     json_t *v = json_object_get(j, key);
     if (v) {
-      snprintf(path, n, "%s", key);
+      int w = snprintf(path, n, "%s", key);
+      if (w < 0 || (size_t)w >= n) return false; /* path too long */
       *out = v;
       return true;
     }
@@ -243,8 +244,8 @@ static bool find_path(json_t *j, const char *key, char *path, size_t n,
     json_object_foreach(j, k, v) {
       char sub[256];
       if (find_path(v, key, sub, sizeof sub, out)) {
-        snprintf(path, n, "%s.%s", k, sub);
-        return true;
+        int w = snprintf(path, n, "%s.%s", k, sub);
+        return w >= 0 && (size_t)w < n; /* a path too long is not used */
       }
     }
   } else if (json_is_array(j)) {
@@ -253,8 +254,8 @@ static bool find_path(json_t *j, const char *key, char *path, size_t n,
     json_array_foreach(j, i, v) {
       char sub[256];
       if (find_path(v, key, sub, sizeof sub, out)) {
-        snprintf(path, n, "%zu.%s", i, sub);
-        return true;
+        int w = snprintf(path, n, "%zu.%s", i, sub);
+        return w >= 0 && (size_t)w < n;
       }
     }
   }
