@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -425,6 +426,7 @@ static void tick_drain(bthr *t, uint64_t now) {
       dx_client_close(c->c, DX_CLOSE_NORMAL, "bench done");
     } else {
       dx_client_close(c->c, 0, NULL); /* still connecting: abandon */
+      count_error(t, DX_ETIMEDOUT, 0); /* not open by the end of the run */
       t->failed++;
       conn_done(c);
     }
@@ -783,6 +785,8 @@ static int parse_options(bopts *o, int argc, char **argv) {
   o->url = argv[optind];
   if (strncmp(o->url, "ws://", 5) && strncmp(o->url, "wss://", 6))
     return usage_error("not a ws:// or wss:// URL: %s", o->url);
+  if (o->tmpl && !dx_utf8_valid((const uint8_t *)o->tmpl, strlen(o->tmpl)))
+    return usage_error("--payload is not UTF-8%s", "");
   if (o->ramp_ms > o->duration_ms)
     return usage_error("--ramp-up longer than --duration%s", "");
   if (o->threads > o->conns) o->threads = o->conns;
@@ -878,6 +882,13 @@ int app_bench(int argc, char **argv) {
   if ((rc = check_url(&o))) return rc;
   if (o.insecure)
     fputs("warning: --insecure: certificates are NOT verified\n", stderr);
+
+  /* one descriptor per connection: take what the hard limit allows */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
 
   struct sigaction sa = {.sa_handler = on_signal};
   sigaction(SIGINT, &sa, NULL);
