@@ -556,6 +556,12 @@ static series *progress(bthr *th, const bopts *o) {
     last_print_recv = recv;
   }
   if (tty && !o->quiet) fputc('\n', stdout);
+  /* the last second ends with the threads: its replies are all in now */
+  if (s.n < (o->duration_ms + 999) / 1000) {
+    uint64_t sent, recv, errs, open;
+    gather(th, o->threads, &s.cur, &sent, &recv, &errs, &open);
+    series_add(&s, sent, recv, interval_p99(&s.prev, &s.cur, &tmp));
+  }
   return &s;
 }
 
