@@ -401,6 +401,29 @@ static void svg_throughput(FILE *f, const bench_result *r) {
           CL + CW - 70, CT + 10);
 }
 
+/* p99 of the replies received in each second: where the tail moved. */
+static void svg_p99(FILE *f, const bench_result *r) {
+  svg_open(f, "p99-chart", "p99 latency per second");
+  double peak = 0;
+  for (unsigned s = 0; s < r->nsec; s++)
+    if (r->sec_p99_ms[s] > peak) peak = r->sec_p99_ms[s];
+  double ymax = nice_max(peak > 0 ? peak * 1.05 : 1);
+  svg_yaxis(f, ymax, " ms");
+  fputs("<path class=\"line p99\" d=\"", f);
+  for (unsigned s = 0; s < r->nsec; s++) {
+    double y = CT + CH - CH * (r->sec_p99_ms[s] / ymax);
+    fprintf(f, "%s%.1f %.1f L%.1f %.1f", s ? " L" : "M", CL + CW * s / r->nsec,
+            y, CL + CW * (s + 1) / r->nsec, y);
+  }
+  fputs("\"/>\n", f);
+  unsigned step = r->nsec > 12 ? (r->nsec + 11) / 12 : 1;
+  for (unsigned s = 0; s < r->nsec; s += step)
+    fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
+               "text-anchor=\"middle\">%us</text>\n",
+            CL + CW * (s + 0.5) / r->nsec, CT + CH + 20, s + 1);
+  fputs("</svg></figure>\n", f);
+}
+
 static const char *css =
     "*{box-sizing:border-box}body{margin:0;font:15px/1.5 system-ui,-apple-"
     "system,'Segoe UI',Roboto,sans-serif;background:#0f172a;color:#e2e8f0}"
@@ -417,6 +440,7 @@ static const char *css =
     "svg.chart{width:100%;height:auto}.grid{stroke:#334155;stroke-width:1}"
     ".tick{fill:#94a3b8;font-size:12px}.axis{fill:#cbd5e1;font-size:12px}"
     ".line{fill:none;stroke-width:2.5;stroke-linejoin:round}.lat{stroke:#38bdf8}"
+    ".line.sent{stroke:#a78bfa}.line.p99{stroke:#fbbf24}"
     ".line.sent{stroke:#a78bfa}.line.recv{stroke:#34d399;stroke-dasharray:6 4}"
     "rect.sent{fill:#a78bfa}rect.recv{fill:#34d399}.legend text{fill:#cbd5e1;"
     "font-size:12px}.bars{fill:#38bdf8;opacity:.85}.dot{fill:#f472b6}"
@@ -475,6 +499,7 @@ int bench_write_html(const bench_result *r, const char *path) {
   svg_latency(f, r);
   svg_histogram(f, r);
   svg_throughput(f, r);
+  if (r->nsec > 0) svg_p99(f, r);
   fputs("<table id=\"summary\">\n", f);
   row(f, "Connections", "%llu opened, %llu failed (of %llu)",
       (unsigned long long)r->opened, (unsigned long long)r->failed,

@@ -20,7 +20,7 @@ const { chromium } = require(path.join(__dirname, '../../node_modules/playwright
     const requests = [];
     page.on('request', (r) => { if (!r.url().startsWith('file:')) requests.push(r.url()); });
     await page.goto('file://' + path.resolve(report));
-    for (const id of ['latency-chart', 'histogram-chart', 'throughput-chart']) {
+    for (const id of ['latency-chart', 'histogram-chart', 'throughput-chart', 'p99-chart']) {
       const info = await page.evaluate((id) => {
         const svg = document.getElementById(id);
         if (!svg) return null;
