@@ -31,11 +31,11 @@
 
 #define MAX_LIST 64
 #define MAX_THREADS 256
-#define RING_MIN 1024          /* outstanding requests per connection */
-#define RATE_HIGH (4u << 20)   /* open loop: skip sends above this backlog */
-#define DRAIN_MS 1000          /* wait for late replies before counting lost */
-#define CLOSE_MS 2000          /* closing handshakes at the end */
-#define SNAP_NS 200000000ull   /* threads publish a histogram snapshot */
+#define RING_MIN 1024        /* outstanding requests per connection */
+#define RATE_HIGH (4u << 20) /* open loop: skip sends above this backlog */
+#define DRAIN_MS 1000        /* wait for late replies before counting lost */
+#define CLOSE_MS 2000        /* closing handshakes at the end */
+#define SNAP_NS 200000000ull /* threads publish a histogram snapshot */
 
 static const char *bench_help =
     "usage: duplex bench [options] ws[s]://host[:port]/path\n"
@@ -74,7 +74,8 @@ static const char *bench_help =
     "Exit status: 0 done (at least one connection opened), 1 no connection\n"
     "could be opened or a file could not be written, 2 usage error.\n";
 
-/* ---- options -------------------------------------------------------------- */
+/* ---- options --------------------------------------------------------------
+ */
 
 enum { SEG_LIT, SEG_SEQ, SEG_TS, SEG_CONN };
 typedef struct seg {
@@ -101,7 +102,8 @@ typedef struct bopts {
   uint8_t *fixed;   /* the whole message when it never changes */
 } bopts;
 
-/* ---- per-thread state ----------------------------------------------------- */
+/* ---- per-thread state -----------------------------------------------------
+ */
 
 typedef struct slot {
   uint64_t seq, ts;
@@ -170,7 +172,8 @@ static unsigned sec_of(const bthr *t, uint64_t now) {
   return s < t->nsec ? (unsigned)s : t->nsec - 1;
 }
 
-/* ---- messages ------------------------------------------------------------- */
+/* ---- messages -------------------------------------------------------------
+ */
 
 static size_t put_u64(uint8_t *p, uint64_t v) {
   char tmp[24];
@@ -198,10 +201,19 @@ static size_t render(bthr *t, const bconn *c, uint64_t seq) {
   for (int i = 0; i < o->nsegs; i++) {
     const seg *s = &o->segs[i];
     switch (s->type) {
-    case SEG_LIT: memcpy(p, s->p, s->len); p += s->len; break;
-    case SEG_SEQ: p += put_u64(p, seq); break;
-    case SEG_TS: p += put_u64(p, wall_ms()); break;
-    case SEG_CONN: p += put_u64(p, c->id); break;
+    case SEG_LIT:
+      memcpy(p, s->p, s->len);
+      p += s->len;
+      break;
+    case SEG_SEQ:
+      p += put_u64(p, seq);
+      break;
+    case SEG_TS:
+      p += put_u64(p, wall_ms());
+      break;
+    case SEG_CONN:
+      p += put_u64(p, c->id);
+      break;
     }
   }
   size_t len = (size_t)(p - t->buf);
@@ -222,8 +234,8 @@ static void send_one(bconn *c, uint64_t now) {
     len = render(t, c, seq);
     msg = t->buf;
   }
-  int rc = dx_client_send(c->c, o->binary ? DX_OP_BINARY : DX_OP_TEXT, msg,
-                          len);
+  int rc =
+      dx_client_send(c->c, o->binary ? DX_OP_BINARY : DX_OP_TEXT, msg, len);
   if (rc) return; /* closing: on_close does the accounting */
   slot *s = &c->ring[seq & c->mask];
   if (s->live) { /* the ring is full: the oldest request is given up */
@@ -270,7 +282,8 @@ static slot *match(bconn *c, const uint8_t *data, size_t len) {
   return s;
 }
 
-/* ---- client handlers ------------------------------------------------------ */
+/* ---- client handlers ------------------------------------------------------
+ */
 
 static void on_open(dx_client *cl, void *ud) {
   (void)cl;
@@ -343,7 +356,8 @@ static void on_close(dx_client *cl, uint16_t code, const char *reason,
   conn_done(c);
 }
 
-/* ---- the thread's tick: ramp-up, open-loop sends, phases ------------------- */
+/* ---- the thread's tick: ramp-up, open-loop sends, phases -------------------
+ */
 
 static void start_conn(bthr *t, bconn *c) {
   const bopts *o = t->o;
@@ -352,8 +366,8 @@ static void start_conn(bthr *t, bconn *c) {
                           .subprotocols = o->nprotos ? o->protos : NULL,
                           .ca_file = o->cacert,
                           .insecure = o->insecure,
-                          .max_message = o->size > (16u << 20) ? o->size * 2
-                                                               : 0,
+                          .max_message =
+                              o->size > (16u << 20) ? o->size * 2 : 0,
                           .on_open = on_open,
                           .on_message = on_message,
                           .on_close = on_close,
@@ -425,7 +439,7 @@ static void tick_drain(bthr *t, uint64_t now) {
     if (c->opened) {
       dx_client_close(c->c, DX_CLOSE_NORMAL, "bench done");
     } else {
-      dx_client_close(c->c, 0, NULL); /* still connecting: abandon */
+      dx_client_close(c->c, 0, NULL);  /* still connecting: abandon */
       count_error(t, DX_ETIMEDOUT, 0); /* not open by the end of the run */
       t->failed++;
       conn_done(c);
@@ -565,10 +579,11 @@ static series *progress(bthr *th, const bopts *o) {
   return &s;
 }
 
-/* ---- results -------------------------------------------------------------- */
+/* ---- results --------------------------------------------------------------
+ */
 
-static void collect(bthr *th, const bopts *o, const series *s,
-                    bench_result *r, double el) {
+static void collect(bthr *th, const bopts *o, const series *s, bench_result *r,
+                    double el) {
   memset(r, 0, sizeof *r);
   r->url = o->url;
   r->connections = o->conns;
@@ -601,8 +616,9 @@ static void collect(bthr *th, const bopts *o, const series *s,
       while (j < r->nerrs && (r->errs[j].err != t->errs[e].err ||
                               r->errs[j].http_status != t->errs[e].http_status))
         j++;
-      if (j == r->nerrs && r->nerrs < BENCH_ERR_KINDS) r->errs[r->nerrs++] =
-          (bench_err){t->errs[e].err, t->errs[e].http_status, 0};
+      if (j == r->nerrs && r->nerrs < BENCH_ERR_KINDS)
+        r->errs[r->nerrs++] =
+            (bench_err){t->errs[e].err, t->errs[e].http_status, 0};
       if (j < r->nerrs) r->errs[j].count += t->errs[e].count;
     }
   }
@@ -624,7 +640,8 @@ static void collect(bthr *th, const bopts *o, const series *s,
     r->sec_p99_ms[k] = s->p99[k];
 }
 
-/* ---- option parsing ------------------------------------------------------- */
+/* ---- option parsing -------------------------------------------------------
+ */
 
 static int usage_error(const char *fmt, const char *arg) {
   fputs("duplex bench: ", stderr);
@@ -672,8 +689,10 @@ static int compile_template(bopts *o) {
       o->fixed[i] = (uint8_t)('a' + i % 26);
     return 0;
   }
-  static const struct { const char *name; int type; } keys[] = {
-      {"{seq}", SEG_SEQ}, {"{ts}", SEG_TS}, {"{conn}", SEG_CONN}};
+  static const struct {
+    const char *name;
+    int type;
+  } keys[] = {{"{seq}", SEG_SEQ}, {"{ts}", SEG_TS}, {"{conn}", SEG_CONN}};
   const char *lit = t;
   while (*t) {
     int k = -1;
@@ -695,8 +714,18 @@ static int compile_template(bopts *o) {
 }
 
 static int parse_options(bopts *o, int argc, char **argv) {
-  enum { O_SIZE = 256, O_RATE, O_INFLIGHT, O_RAMP, O_BINARY, O_PAYLOAD,
-         O_JSON, O_HTML, O_CORRELATE, O_CACERT };
+  enum {
+    O_SIZE = 256,
+    O_RATE,
+    O_INFLIGHT,
+    O_RAMP,
+    O_BINARY,
+    O_PAYLOAD,
+    O_JSON,
+    O_HTML,
+    O_CORRELATE,
+    O_CACERT
+  };
   static const struct option longs[] = {
       {"connections", required_argument, 0, 'c'},
       {"duration", required_argument, 0, 'd'},
@@ -757,8 +786,12 @@ static int parse_options(bopts *o, int argc, char **argv) {
       if (!app_parse_duration(optarg, &o->ramp_ms))
         return usage_error("bad --ramp-up: %s", optarg);
       break;
-    case O_BINARY: o->binary = true; break;
-    case O_PAYLOAD: o->tmpl = optarg; break;
+    case O_BINARY:
+      o->binary = true;
+      break;
+    case O_PAYLOAD:
+      o->tmpl = optarg;
+      break;
     case 's':
       if (o->nprotos == MAX_LIST) return usage_error("too many %s", "-s");
       o->protos[o->nprotos++] = optarg;
@@ -769,18 +802,32 @@ static int parse_options(bopts *o, int argc, char **argv) {
         return usage_error("-H wants 'Name: value': %s", optarg);
       o->headers[o->nheaders++] = optarg;
       break;
-    case O_JSON: o->json = optarg; break;
-    case O_HTML: o->html = optarg; break;
+    case O_JSON:
+      o->json = optarg;
+      break;
+    case O_HTML:
+      o->html = optarg;
+      break;
     case O_CORRELATE:
       if (!*optarg) return usage_error("empty --correlate field%s", "");
       o->correlate = optarg;
       break;
-    case O_CACERT: o->cacert = optarg; break;
-    case 'k': o->insecure = true; break;
-    case 'q': o->quiet = true; break;
-    case 'h': fputs(bench_help, stdout); return -1;
-    case ':': return usage_error("option %s needs a value", argv[optind - 1]);
-    default: return usage_error("unknown option %s", argv[optind - 1]);
+    case O_CACERT:
+      o->cacert = optarg;
+      break;
+    case 'k':
+      o->insecure = true;
+      break;
+    case 'q':
+      o->quiet = true;
+      break;
+    case 'h':
+      fputs(bench_help, stdout);
+      return -1;
+    case ':':
+      return usage_error("option %s needs a value", argv[optind - 1]);
+    default:
+      return usage_error("unknown option %s", argv[optind - 1]);
     }
   }
   if (have_rate && have_inflight)
@@ -801,7 +848,8 @@ static int parse_options(bopts *o, int argc, char **argv) {
   return compile_template(o);
 }
 
-/* ---- main ----------------------------------------------------------------- */
+/* ---- main -----------------------------------------------------------------
+ */
 
 static void on_signal(int sig) {
   (void)sig;

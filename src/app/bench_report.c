@@ -9,29 +9,48 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- a little math: the tool links no libm -------------------------------- */
+/* ---- a little math: the tool links no libm --------------------------------
+ */
 
 static double m_ln(double x) { /* x > 0 */
   int e = 0;
-  while (x >= 2) { x /= 2; e++; }
-  while (x < 1) { x *= 2; e--; }
+  while (x >= 2) {
+    x /= 2;
+    e++;
+  }
+  while (x < 1) {
+    x *= 2;
+    e--;
+  }
   double y = (x - 1) / (x + 1), y2 = y * y, term = y, sum = 0;
-  for (int k = 1; k < 40; k += 2) { sum += term / k; term *= y2; }
+  for (int k = 1; k < 40; k += 2) {
+    sum += term / k;
+    term *= y2;
+  }
   return 2 * sum + e * 0.69314718055994531;
 }
 
 static double m_exp(double x) {
   int n = (int)(x / 0.69314718055994531);
   double r = x - n * 0.69314718055994531, term = 1, sum = 1;
-  for (int k = 1; k < 30; k++) { term *= r / k; sum += term; }
-  for (; n > 0; n--) sum *= 2;
-  for (; n < 0; n++) sum /= 2;
+  for (int k = 1; k < 30; k++) {
+    term *= r / k;
+    sum += term;
+  }
+  for (; n > 0; n--)
+    sum *= 2;
+  for (; n < 0; n++)
+    sum /= 2;
   return sum;
 }
 
 #define LN10 2.302585092994046
-static double m_pow10(double x) { return m_exp(x * LN10); }
-static double m_log10(double x) { return m_ln(x) / LN10; }
+static double m_pow10(double x) {
+  return m_exp(x * LN10);
+}
+static double m_log10(double x) {
+  return m_ln(x) / LN10;
+}
 
 /* ---- histogram ----------------------------------------------------------- */
 
@@ -93,42 +112,49 @@ double bh_quantile(const bh *h, double q) {
   return (double)h->max;
 }
 
-/* ---- text ------------------------------------------------------------------ */
+/* ---- text ------------------------------------------------------------------
+ */
 
 void bench_err_name(const bench_err *e, char *out, size_t cap) {
   if (e->http_status)
     snprintf(out, cap, "HTTP %d", e->http_status);
   else
-    snprintf(out, cap, "%s", e->err < -4000 || e->err > -200
-                                 ? dx_errname(e->err)
-                                 : dx_strerror(e->err));
+    snprintf(out, cap, "%s",
+             e->err < -4000 || e->err > -200 ? dx_errname(e->err)
+                                             : dx_strerror(e->err));
 }
 
-static double ms(double ns) { return ns / 1e6; }
+static double ms(double ns) {
+  return ns / 1e6;
+}
 
 void bench_print_text(const bench_result *r, FILE *f) {
   double el = r->elapsed_s > 0 ? r->elapsed_s : 1;
-  fprintf(f, "\n%s: %u connections, %u thread%s, %.1f s, %zu-byte %s "
-             "messages, %s\n",
+  fprintf(f,
+          "\n%s: %u connections, %u thread%s, %.1f s, %zu-byte %s "
+          "messages, %s\n",
           r->url, r->connections, r->threads, r->threads == 1 ? "" : "s", el,
           r->size, r->binary ? "binary" : "text",
           r->correlate ? "correlated request/response" : "echo");
   fprintf(f, "  connections  %llu opened, %llu failed (of %llu)\n",
           (unsigned long long)r->opened, (unsigned long long)r->failed,
           (unsigned long long)r->attempted);
-  fprintf(f, "  open time    p50 %.2f ms  p99 %.2f ms  (TCP + TLS + "
-             "upgrade)\n",
+  fprintf(f,
+          "  open time    p50 %.2f ms  p99 %.2f ms  (TCP + TLS + "
+          "upgrade)\n",
           ms(bh_quantile(&r->connect, .5)), ms(bh_quantile(&r->connect, .99)));
   fprintf(f, "  messages     sent %llu (%.0f/s)  received %llu (%.0f/s)\n",
           (unsigned long long)r->sent, (double)r->sent / el,
           (unsigned long long)r->received, (double)r->received / el);
-  fprintf(f, "  accounting   sent %llu = answered %llu + lost %llu;  "
-             "unmatched replies %llu\n",
+  fprintf(f,
+          "  accounting   sent %llu = answered %llu + lost %llu;  "
+          "unmatched replies %llu\n",
           (unsigned long long)r->sent, (unsigned long long)r->matched,
           (unsigned long long)r->lost, (unsigned long long)r->unmatched);
   const bh *h = &r->latency;
-  fprintf(f, "  latency      p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  "
-             "max %.3f ms  (mean %.3f, n=%llu)\n",
+  fprintf(f,
+          "  latency      p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  "
+          "max %.3f ms  (mean %.3f, n=%llu)\n",
           ms(bh_quantile(h, .5)), ms(bh_quantile(h, .9)),
           ms(bh_quantile(h, .99)), ms(bh_quantile(h, .999)), ms((double)h->max),
           h->count ? ms(h->sum / (double)h->count) : 0.0,
@@ -150,7 +176,8 @@ void bench_print_text(const bench_result *r, FILE *f) {
   fputs(any ? "\n" : " none\n", f);
 }
 
-/* ---- JSON ------------------------------------------------------------------ */
+/* ---- JSON ------------------------------------------------------------------
+ */
 
 static json_t *pct_obj(const bh *h) {
   return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "count",
@@ -195,9 +222,9 @@ int bench_write_json(const bench_result *r, const char *path) {
     if (r->latency.n[i]) {
       uint64_t lo, hi;
       bh_bucket_range(i, &lo, &hi);
-      json_array_append_new(hist, json_pack("[f,f,I]", ms((double)lo),
-                                            ms((double)hi),
-                                            (json_int_t)r->latency.n[i]));
+      json_array_append_new(hist,
+                            json_pack("[f,f,I]", ms((double)lo), ms((double)hi),
+                                      (json_int_t)r->latency.n[i]));
     }
   json_object_set_new(lat, "histogram", hist);
   json_object_set_new(root, "latency_ms", lat);
@@ -205,17 +232,19 @@ int bench_write_json(const bench_result *r, const char *path) {
   for (unsigned i = 0; i < r->nerrs; i++) {
     char name[64];
     bench_err_name(&r->errs[i], name, sizeof name);
-    json_object_set_new(kinds, name, json_integer((json_int_t)r->errs[i].count));
+    json_object_set_new(kinds, name,
+                        json_integer((json_int_t)r->errs[i].count));
   }
-  json_object_set_new(root, "errors",
-                      json_pack("{s:I,s:o}", "total", (json_int_t)r->errors,
-                                "by_kind", kinds));
+  json_object_set_new(
+      root, "errors",
+      json_pack("{s:I,s:o}", "total", (json_int_t)r->errors, "by_kind", kinds));
   json_t *codes = json_object();
   for (unsigned c = 0; c < BENCH_CLOSE_CODES; c++)
     if (r->close_codes[c]) {
       char k[8];
       snprintf(k, sizeof k, "%u", c);
-      json_object_set_new(codes, k, json_integer((json_int_t)r->close_codes[c]));
+      json_object_set_new(codes, k,
+                          json_integer((json_int_t)r->close_codes[c]));
     }
   json_object_set_new(root, "close_codes", codes);
   json_t *series = json_array();
@@ -231,16 +260,26 @@ int bench_write_json(const bench_result *r, const char *path) {
   return rc;
 }
 
-/* ---- HTML ------------------------------------------------------------------ */
+/* ---- HTML ------------------------------------------------------------------
+ */
 
 static void html_esc(FILE *f, const char *s) {
   for (; *s; s++) {
     switch (*s) {
-    case '<': fputs("&lt;", f); break;
-    case '>': fputs("&gt;", f); break;
-    case '&': fputs("&amp;", f); break;
-    case '"': fputs("&quot;", f); break;
-    default: fputc(*s, f);
+    case '<':
+      fputs("&lt;", f);
+      break;
+    case '>':
+      fputs("&gt;", f);
+      break;
+    case '&':
+      fputs("&amp;", f);
+      break;
+    case '"':
+      fputs("&quot;", f);
+      break;
+    default:
+      fputc(*s, f);
     }
   }
 }
@@ -249,8 +288,10 @@ static void html_esc(FILE *f, const char *s) {
 static double nice_max(double v) {
   if (v <= 0) return 1;
   double p = 1;
-  while (p * 10 <= v) p *= 10;
-  while (p > v) p /= 10;
+  while (p * 10 <= v)
+    p *= 10;
+  while (p > v)
+    p /= 10;
   const double m[] = {1, 2, 2.5, 5, 10};
   for (int i = 0; i < 5; i++)
     if (m[i] * p >= v) return m[i] * p;
@@ -263,18 +304,20 @@ static double nice_max(double v) {
 #define CT 16.0
 
 static void svg_open(FILE *f, const char *id, const char *title) {
-  fprintf(f, "<figure><figcaption>%s</figcaption>\n"
-             "<svg id=\"%s\" class=\"chart\" viewBox=\"0 0 %.0f %.0f\" "
-             "xmlns=\"http://www.w3.org/2000/svg\" role=\"img\">\n",
+  fprintf(f,
+          "<figure><figcaption>%s</figcaption>\n"
+          "<svg id=\"%s\" class=\"chart\" viewBox=\"0 0 %.0f %.0f\" "
+          "xmlns=\"http://www.w3.org/2000/svg\" role=\"img\">\n",
           title, id, CL + CW + 24, CT + CH + 48);
 }
 
 static void svg_yaxis(FILE *f, double ymax, const char *unit) {
   for (int i = 0; i <= 4; i++) {
     double y = CT + CH - CH * i / 4;
-    fprintf(f, "<line class=\"grid\" x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" "
-               "y2=\"%.1f\"/><text class=\"tick\" x=\"%.0f\" y=\"%.1f\" "
-               "text-anchor=\"end\">%g%s</text>\n",
+    fprintf(f,
+            "<line class=\"grid\" x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" "
+            "y2=\"%.1f\"/><text class=\"tick\" x=\"%.0f\" y=\"%.1f\" "
+            "text-anchor=\"end\">%g%s</text>\n",
             CL, CL + CW, y, y, CL - 8, y + 4, ymax * i / 4, i == 4 ? unit : "");
   }
 }
@@ -290,8 +333,9 @@ static void svg_latency(FILE *f, const bench_result *r) {
   const char *lab[] = {"0%", "90%", "99%", "99.9%", "99.99%"};
   for (int i = 0; i <= 4; i++) {
     double x = CL + CW * i / xmax;
-    fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
-               "text-anchor=\"middle\">%s</text>\n",
+    fprintf(f,
+            "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
+            "text-anchor=\"middle\">%s</text>\n",
             x, CT + CH + 20, lab[i]);
   }
   fputs("<path class=\"line lat\" d=\"", f);
@@ -307,12 +351,14 @@ static void svg_latency(FILE *f, const bench_result *r) {
   for (int i = 0; i < 4; i++) {
     double xv = -m_log10(1 - qs[i]), y = ms(bh_quantile(h, qs[i]));
     double px = CL + CW * xv / xmax, py = CT + CH - CH * (y / ymax);
-    fprintf(f, "<circle class=\"dot\" cx=\"%.1f\" cy=\"%.1f\" r=\"4\"/>"
-               "<text class=\"lbl\" x=\"%.1f\" y=\"%.1f\">%s %.2f ms</text>\n",
+    fprintf(f,
+            "<circle class=\"dot\" cx=\"%.1f\" cy=\"%.1f\" r=\"4\"/>"
+            "<text class=\"lbl\" x=\"%.1f\" y=\"%.1f\">%s %.2f ms</text>\n",
             px, py, px + 6, py - 8, qn[i], y);
   }
-  fprintf(f, "<text class=\"axis\" x=\"%.0f\" y=\"%.0f\" "
-             "text-anchor=\"middle\">percentile</text></svg></figure>\n",
+  fprintf(f,
+          "<text class=\"axis\" x=\"%.0f\" y=\"%.0f\" "
+          "text-anchor=\"middle\">percentile</text></svg></figure>\n",
           CL + CW / 2, CT + CH + 42);
 }
 
@@ -352,13 +398,15 @@ static void svg_histogram(FILE *f, const bench_result *r) {
   fputs("\"/>\n", f);
   for (int i = 0; i <= 4; i++) {
     double v = m_exp(llo + (lhi - llo) * i / 4);
-    fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
-               "text-anchor=\"middle\">%.3g ms</text>\n",
+    fprintf(f,
+            "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
+            "text-anchor=\"middle\">%.3g ms</text>\n",
             CL + CW * i / 4, CT + CH + 20, ms(v));
   }
-  fprintf(f, "<text class=\"axis\" x=\"%.0f\" y=\"%.0f\" "
-             "text-anchor=\"middle\">latency (log scale), replies per "
-             "bin</text></svg></figure>\n",
+  fprintf(f,
+          "<text class=\"axis\" x=\"%.0f\" y=\"%.0f\" "
+          "text-anchor=\"middle\">latency (log scale), replies per "
+          "bin</text></svg></figure>\n",
           CL + CW / 2, CT + CH + 42);
 }
 
@@ -389,14 +437,16 @@ static void svg_throughput(FILE *f, const bench_result *r) {
   }
   unsigned step = r->nsec > 12 ? (r->nsec + 11) / 12 : 1;
   for (unsigned s = 0; s < r->nsec; s += step)
-    fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
-               "text-anchor=\"middle\">%us</text>\n",
+    fprintf(f,
+            "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
+            "text-anchor=\"middle\">%us</text>\n",
             CL + CW * (s + 0.5) / r->nsec, CT + CH + 20, s + 1);
-  fprintf(f, "<g class=\"legend\"><rect class=\"sent\" x=\"%.0f\" y=\"%.0f\" "
-             "width=\"14\" height=\"4\"/><text x=\"%.0f\" y=\"%.0f\">sent"
-             "</text><rect class=\"recv\" x=\"%.0f\" y=\"%.0f\" width=\"14\" "
-             "height=\"4\"/><text x=\"%.0f\" y=\"%.0f\">received</text></g>"
-             "</svg></figure>\n",
+  fprintf(f,
+          "<g class=\"legend\"><rect class=\"sent\" x=\"%.0f\" y=\"%.0f\" "
+          "width=\"14\" height=\"4\"/><text x=\"%.0f\" y=\"%.0f\">sent"
+          "</text><rect class=\"recv\" x=\"%.0f\" y=\"%.0f\" width=\"14\" "
+          "height=\"4\"/><text x=\"%.0f\" y=\"%.0f\">received</text></g>"
+          "</svg></figure>\n",
           CL + CW - 170, CT + 4, CL + CW - 150, CT + 10, CL + CW - 90, CT + 4,
           CL + CW - 70, CT + 10);
 }
@@ -418,8 +468,9 @@ static void svg_p99(FILE *f, const bench_result *r) {
   fputs("\"/>\n", f);
   unsigned step = r->nsec > 12 ? (r->nsec + 11) / 12 : 1;
   for (unsigned s = 0; s < r->nsec; s += step)
-    fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
-               "text-anchor=\"middle\">%us</text>\n",
+    fprintf(f,
+            "<text class=\"tick\" x=\"%.1f\" y=\"%.0f\" "
+            "text-anchor=\"middle\">%us</text>\n",
             CL + CW * (s + 0.5) / r->nsec, CT + CH + 20, s + 1);
   fputs("</svg></figure>\n", f);
 }
@@ -439,7 +490,8 @@ static const char *css =
     "border:1px solid #334155}figcaption{font-weight:600;margin-bottom:8px}"
     "svg.chart{width:100%;height:auto}.grid{stroke:#334155;stroke-width:1}"
     ".tick{fill:#94a3b8;font-size:12px}.axis{fill:#cbd5e1;font-size:12px}"
-    ".line{fill:none;stroke-width:2.5;stroke-linejoin:round}.lat{stroke:#38bdf8}"
+    ".line{fill:none;stroke-width:2.5;stroke-linejoin:round}.lat{stroke:#"
+    "38bdf8}"
     ".line.sent{stroke:#a78bfa}.line.p99{stroke:#fbbf24}"
     ".line.sent{stroke:#a78bfa}.line.recv{stroke:#34d399;stroke-dasharray:6 4}"
     "rect.sent{fill:#a78bfa}rect.recv{fill:#34d399}.legend text{fill:#cbd5e1;"
@@ -473,14 +525,16 @@ int bench_write_html(const bench_result *r, const char *path) {
   if (!f) return -1;
   double el = r->elapsed_s > 0 ? r->elapsed_s : 1;
   const bh *h = &r->latency;
-  fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8"
-             "\"><meta name=\"viewport\" content=\"width=device-width\">"
-             "<title>duplex bench report</title><style>%s</style></head>"
-             "<body><main>\n<h1><span>duplex</span> bench</h1><p class=\"sub\">",
+  fprintf(f,
+          "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8"
+          "\"><meta name=\"viewport\" content=\"width=device-width\">"
+          "<title>duplex bench report</title><style>%s</style></head>"
+          "<body><main>\n<h1><span>duplex</span> bench</h1><p class=\"sub\">",
           css);
   html_esc(f, r->url);
-  fprintf(f, " &middot; %u connections &middot; %u thread%s &middot; %.1f s "
-             "&middot; %zu-byte %s &middot; %s</p>\n<div class=\"cards\">\n",
+  fprintf(f,
+          " &middot; %u connections &middot; %u thread%s &middot; %.1f s "
+          "&middot; %zu-byte %s &middot; %s</p>\n<div class=\"cards\">\n",
           r->connections, r->threads, r->threads == 1 ? "" : "s", el, r->size,
           r->binary ? "binary" : "text",
           r->correlate ? "request/response" : "echo");
@@ -532,9 +586,10 @@ int bench_write_html(const bench_result *r, const char *path) {
       o += (size_t)snprintf(cb + o, sizeof cb - o, "%s%u x%llu", o ? ", " : "",
                             c, (unsigned long long)r->close_codes[c]);
   row(f, "Close codes", "%s", cb);
-  fprintf(f, "</table>\n<footer>Generated by duplex %s bench. Latencies from "
-             "a log-linear histogram (%u sub-buckets per power of two).</footer>"
-             "\n</main></body></html>\n",
+  fprintf(f,
+          "</table>\n<footer>Generated by duplex %s bench. Latencies from "
+          "a log-linear histogram (%u sub-buckets per power of two).</footer>"
+          "\n</main></body></html>\n",
           DX_VERSION_STRING, BH_SUB);
   return fclose(f) == 0 ? 0 : -1;
 }
