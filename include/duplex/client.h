@@ -109,6 +109,11 @@ typedef struct dx_client_config {
   void (*on_reconnect)(dx_client *c, unsigned attempt, unsigned delay_ms,
                        void *ud);
   void (*on_pong)(dx_client *c, const uint8_t *data, size_t len, void *ud);
+  /* A ping arrived (already answered unless manual_pong). */
+  void (*on_ping)(dx_client *c, const uint8_t *data, size_t len, void *ud);
+  /* Do not answer pings (proxies and fault injection: the peer's keepalive
+   * then sees a dead connection). Default: answered by the engine. */
+  bool manual_pong;
   /* The socket was full (a write could not complete at once) and the
    * backlog has now been written: dx_client_buffered() is 0 again. Like
    * Node's 'drain': a producer pauses while buffered is high and resumes

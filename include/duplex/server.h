@@ -62,6 +62,9 @@ typedef struct dx_route {
   /* The buffered amount fell below the low watermark after being above the
    * high one (backpressure released). */
   void (*on_drain)(dx_conn *c, void *route_ud);
+  /* A ping arrived (already answered unless manual_pong). */
+  void (*on_ping)(dx_conn *c, const uint8_t *data, size_t len,
+                  void *route_ud);
   void *ud;
   /* Policy. */
   const char *const *subprotocols; /* server preference order, NULL-term. */
@@ -73,6 +76,9 @@ typedef struct dx_route {
   size_t max_message;  /* 0: the server's max_message */
   size_t max_connections; /* on this route; 0: unlimited. Over: 503 */
   size_t user_size;    /* bytes of per-connection user data (dx_conn_user) */
+  /* Do not answer pings (proxies and fault injection). Default: the
+   * engine answers each with a pong carrying the same payload. */
+  bool manual_pong;
 } dx_route;
 
 /* A log record; the server calls cfg.log for connection events. */

@@ -65,6 +65,8 @@ static const char *record_help =
     "      --cut-after SECONDS     the same after SECONDS\n"
     "      --half-open-after N     after N relayed messages, stop relaying\n"
     "                        (nothing is closed)\n"
+    "      --drop-pongs      swallow pongs: pings from either side go\n"
+    "                        unanswered (their keepalive sees a dead peer)\n"
     "  -h, --help            this text\n"
     "\n"
     "Exit status: 0 session relayed (and written), 1 upstream failure or the\n"
@@ -127,6 +129,7 @@ typedef struct rec {
   double throttle;
   unsigned long cut_after_messages, half_open_after;
   unsigned cut_after_ms;
+  bool drop_pongs;
   /* runtime */
   dx_loop *loop;
   dx_server *srv;
@@ -152,6 +155,7 @@ typedef struct rec {
   char *cap_value[MAX_LIST];
   /* fault counters */
   unsigned long relayed, delayed, throttled, dropped_half_open, cuts;
+  unsigned long pings_unanswered; /* --drop-pongs */
   double delay_total_ms;
 } rec;
 
@@ -622,6 +626,18 @@ static void up_close(dx_client *c, uint16_t code, const char *reason,
   end_session(r);
 }
 
+static void up_ping(dx_client *c, const uint8_t *data, size_t len, void *ud) {
+  (void)c, (void)data, (void)len;
+  rec *r = ud;
+  if (r->drop_pongs) r->pings_unanswered++;
+}
+
+static void srv_ping(dx_conn *c, const uint8_t *data, size_t len, void *ud) {
+  (void)c, (void)data, (void)len;
+  rec *r = ud;
+  if (r->drop_pongs) r->pings_unanswered++;
+}
+
 static void start_upstream(rec *r, char **headers) {
   dx_client_config cfg = {.url = r->upstream,
                           .headers = (const char *const *)headers,
@@ -633,7 +649,9 @@ static void start_upstream(rec *r, char **headers) {
                           .on_open = up_open,
                           .on_message = up_message,
                           .on_close = up_close,
-                          .on_error = up_error};
+                          .on_error = up_error,
+                          .on_ping = up_ping,
+                          .manual_pong = r->drop_pongs};
   const char *offer[2] = {r->chosen, NULL};
   if (r->chosen[0]) cfg.subprotocols = offer;
   r->up_started = true;
@@ -886,6 +904,7 @@ enum {
   O_CUT_MSGS,
   O_CUT_AFTER,
   O_HALF_OPEN,
+  O_DROP_PONGS,
 };
 
 static int parse_options(rec *r, int argc, char **argv) {
@@ -904,6 +923,7 @@ static int parse_options(rec *r, int argc, char **argv) {
       {"cut-after-messages", required_argument, NULL, O_CUT_MSGS},
       {"cut-after", required_argument, NULL, O_CUT_AFTER},
       {"half-open-after", required_argument, NULL, O_HALF_OPEN},
+      {"drop-pongs", no_argument, NULL, O_DROP_PONGS},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   int ch;
@@ -974,6 +994,9 @@ static int parse_options(rec *r, int argc, char **argv) {
                            optarg);
       *(ch == O_CUT_MSGS ? &r->cut_after_messages : &r->half_open_after) = n;
       break;
+    case O_DROP_PONGS:
+      r->drop_pongs = true;
+      break;
     case O_CUT_AFTER:
       if (!app_parse_duration(optarg, &r->cut_after_ms) || !r->cut_after_ms)
         return usage_error("--cut-after '%s': expected seconds", optarg);
@@ -1025,6 +1048,8 @@ static int serve(rec *r) {
                     .ud = r,
                     .deflate = true,
                     .subprotocols = r->nprotos ? r->protos : NULL,
+                    .on_ping = srv_ping,
+                    .manual_pong = r->drop_pongs,
                     .user_size = sizeof(ev *)};
   int rc = dx_server_route(r->srv, &route);
   if (!rc && strcmp(path, "/")) {
@@ -1058,13 +1083,14 @@ static int serve(rec *r) {
 
 static void print_faults(const rec *r) {
   if (!r->latency && !r->jitter && !r->throttle && !r->cut_after_messages &&
-      !r->cut_after_ms && !r->half_open_after)
+      !r->cut_after_ms && !r->half_open_after && !r->drop_pongs)
     return;
   fprintf(stderr,
           "duplex record: faults: %lu messages relayed; delayed %lu (%.0f ms "
-          "in all); throttled %lu; cuts %lu; dropped while half-open %lu\n",
+          "in all); throttled %lu; cuts %lu; dropped while half-open %lu; "
+          "pings left unanswered %lu\n",
           r->relayed, r->delayed, r->delay_total_ms, r->throttled, r->cuts,
-          r->dropped_half_open);
+          r->dropped_half_open, r->pings_unanswered);
 }
 
 static int record_main(int argc, char **argv, bool proxy_only) {

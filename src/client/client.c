@@ -805,8 +805,9 @@ static void on_ws_input(dx_client *c, uint8_t *p, size_t n) {
     case DX_EV_CLOSE:
       on_close_frame(c, &ev);
       break;
-    case DX_EV_PING:
-      break; /* answered by the engine */
+    case DX_EV_PING: /* answered by the engine unless manual_pong */
+      if (c->cfg.on_ping) c->cfg.on_ping(c, ev.data, ev.len, c->cfg.ud);
+      break;
     }
     if (!alive(c, gen)) return;
   }
@@ -1048,6 +1049,7 @@ dx_client *dx_client_new(dx_loop *loop, const dx_client_config *cfg) {
   if (c->backoff.max_ms < c->backoff.base_ms)
     c->backoff.max_ms = c->backoff.base_ms;
   c->ws_cfg = (dx_ws_config){.role = DX_ROLE_CLIENT,
+                             .flags = cfg->manual_pong ? DX_WS_NO_AUTO_PONG : 0,
                              .max_message = cfg->max_message,
                              .alloc = dx_loop_allocator(loop)};
   snprintf(c->hostport, sizeof c->hostport, c->url.ipv6 ? "[%s]:%d" : "%s:%d",

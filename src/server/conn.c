@@ -570,8 +570,9 @@ static void ws_event(dx_conn *c, const dx_ws_event *ev) {
   case DX_EV_PONG:
     c->pinging = false;
     break;
-  case DX_EV_PING:
-    break; /* the engine queued the pong */
+  case DX_EV_PING: /* the engine queued the pong, unless manual_pong */
+    if (r->r.on_ping) r->r.on_ping(c, ev->data, ev->len, r->r.ud);
+    break;
   case DX_EV_CLOSE:
     c->close_code = ev->close_code;
     if (c->opened && r->r.on_close) {

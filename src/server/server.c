@@ -84,6 +84,7 @@ int dx_server_route(dx_server *srv, const dx_route *route) {
   nr->ws_cfg.role = DX_ROLE_SERVER;
   nr->ws_cfg.max_message =
       route->max_message ? route->max_message : srv->cfg.max_message;
+  if (route->manual_pong) nr->ws_cfg.flags |= DX_WS_NO_AUTO_PONG;
   nr->policy.subprotocols = route->subprotocols;
   nr->policy.deflate.enabled = route->deflate;
   srv->nroutes++;

@@ -183,6 +183,23 @@ if rec_start half proxy --upstream "ws://127.0.0.1:$A_PORT/app" \
   has half "$CL_TMP/half.rerr" 'faults: 2 messages relayed; .*dropped while half-open 1'
 fi
 
+# ---- faults: --drop-pongs ------------------------------------------------------
+# A ping through the proxy is answered without the fault and left
+# unanswered with it (the peer's keepalive then sees a dead connection).
+ping_through() { # NAME WANT [flags...]
+  local name=$1 want=$2
+  shift 2
+  if rec_start "$name" proxy --upstream "ws://127.0.0.1:$A_PORT/app" "$@"; then
+    timeout -k 5 20 /usr/bin/python3 "$CL_SRC/tests/probe/ping_client.py" \
+      "ws://127.0.0.1:$REC_PORT/app" >"$CL_TMP/$name.pout" 2>&1
+    rec_wait "$name" 0
+    has "$name" "$CL_TMP/$name.pout" "^$want\$"
+  fi
+}
+ping_through pong.ctl pong
+ping_through dropp "no pong" --drop-pongs
+has dropp "$CL_TMP/dropp.rerr" 'pings left unanswered 1'
+
 # ---- usage ---------------------------------------------------------------
 rc=0
 "$DX_BIN" record --listen 127.0.0.1:0 --upstream "ws://127.0.0.1:$A_PORT/" \
