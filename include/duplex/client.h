@@ -162,6 +162,17 @@ DX_API size_t dx_client_buffered(const dx_client *c);
 DX_API const char *dx_client_subprotocol(const dx_client *c);
 DX_API const char *dx_client_extensions(const dx_client *c);
 
+/* How long each phase of the current (or last) attempt took, in
+ * milliseconds; -1 for a phase not reached (tls_ms is -1 for ws://, dns_ms
+ * 0 for an IP literal). */
+typedef struct dx_client_timings {
+  double dns_ms;       /* name resolution */
+  double connect_ms;   /* TCP connect */
+  double tls_ms;       /* TLS handshake */
+  double handshake_ms; /* the HTTP upgrade, to the 101 */
+} dx_client_timings;
+DX_API void dx_client_timings_get(const dx_client *c, dx_client_timings *out);
+
 /* Frees the client (closing the socket without a handshake if open).
  * NULL-safe; safe inside handlers. */
 DX_API void dx_client_free(dx_client *c);

@@ -78,7 +78,10 @@ static void print_text(const scenario *sc, const probe_result *res) {
            s->status == STEP_PASSED ? "ok  " : "FAIL", i + 1, sc->steps[i].line,
            s->label, s->duration_ms);
     if (s->dns_ms >= 0) printf("; dns %.1f ms", s->dns_ms);
-    if (s->open_ms >= 0) printf("; tcp+tls+handshake %.1f ms", s->open_ms);
+    if (s->tcp_ms >= 0) printf("; tcp %.1f ms", s->tcp_ms);
+    if (s->tls_ms >= 0) printf("; tls %.1f ms", s->tls_ms);
+    if (s->upgrade_ms >= 0) printf("; handshake %.1f ms", s->upgrade_ms);
+    if (s->open_ms >= 0) printf("; open %.1f ms in all", s->open_ms);
     if (s->response_ms >= 0) printf("; response %.1f ms", s->response_ms);
     printf(")%s%s\n", s->detail[0] ? ": " : "", s->detail);
   }
@@ -112,6 +115,9 @@ static json_t *result_json(const scenario *sc, const probe_result *res) {
       ms_field(o, "duration_ms", s->duration_ms);
       ms_field(o, "dns_ms", s->dns_ms);
       ms_field(o, "open_ms", s->open_ms);
+      ms_field(o, "tcp_ms", s->tcp_ms);
+      ms_field(o, "tls_ms", s->tls_ms);
+      ms_field(o, "handshake_ms", s->upgrade_ms);
       ms_field(o, "response_ms", s->response_ms);
       json_object_set_new(o, "detail", json_string(s->detail));
     }

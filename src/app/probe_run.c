@@ -316,6 +316,12 @@ static void on_open(dx_client *c, void *ud) {
   if (r->in_step && r->sc->steps[r->cur].kind == STEP_CONNECT) {
     step_result *s = cur_res(r);
     s->open_ms = r->last_sent - r->step_t0;
+    dx_client_timings t;
+    dx_client_timings_get(c, &t);
+    s->dns_ms = t.dns_ms >= 0 ? t.dns_ms : s->dns_ms;
+    s->tcp_ms = t.connect_ms;
+    s->tls_ms = t.tls_ms;
+    s->upgrade_ms = t.handshake_ms;
     const char *sp = dx_client_subprotocol(c);
     const char *ext = dx_client_extensions(c);
     step_end(r, true, "open (subprotocol: %s; extensions: %s)",
@@ -806,8 +812,9 @@ int probe_run(dx_loop *loop, const scenario *sc, probe_result *res) {
   res->steps = calloc(sc->nsteps, sizeof *res->steps);
   if (!res->steps) return -1;
   for (size_t i = 0; i < sc->nsteps; i++)
-    res->steps[i].dns_ms = res->steps[i].open_ms = res->steps[i].response_ms =
-        -1;
+    res->steps[i].tcp_ms = res->steps[i].tls_ms = res->steps[i].upgrade_ms =
+        res->steps[i].dns_ms = res->steps[i].open_ms =
+            res->steps[i].response_ms = -1;
   res->ok = true;
   runner *r = calloc(1, sizeof *r);
   if (!r) return -1;

@@ -19,13 +19,15 @@ typedef struct step_result {
   step_status status;
   double start_ms;    /* since the run started */
   double duration_ms; /* the step's wall time */
-  /* connect: dns_ms is a getaddrinfo of the URL's host just before the
-   * connection (dx_client resolves again: the system cache answers it);
-   * open_ms is dx_client_connect to on_open (DNS + TCP + TLS + upgrade:
-   * dx_client does not expose the phases); -1 when not measured.
+  /* connect: the phases dx_client measured (dx_client_timings_get):
+   * dns_ms, tcp_ms, tls_ms (wss only), upgrade_ms; open_ms is
+   * dx_client_connect to on_open in all; -1 when not measured (dns_ms
+   * falls back to a lookup of the host made just before connecting).
    * expectations and ping: response_ms is the time from the last thing
    * sent (or the connection opening) to the matching message or pong. */
   double dns_ms, open_ms, response_ms;
+  /* connect: the client's own phase timings (-1: not reached). */
+  double tcp_ms, tls_ms, upgrade_ms;
   char label[200];  /* the step, short: "expect \"pong\"" */
   char detail[600]; /* why it failed, or what it saw */
 } step_result;

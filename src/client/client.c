@@ -64,6 +64,9 @@ typedef struct resolve_job resolve_job;
 
 struct dx_client {
   dx_io io; /* io.fd is the socket while there is one */
+  /* Phase marks of the current attempt, microseconds on CLOCK_MONOTONIC
+   * (0: not reached): start, resolved, connected, TLS done, open. */
+  uint64_t mark[5];
   dx_loop *loop;
   dx_client_config cfg; /* string pointers below are our copies */
   dx__url url;
@@ -122,6 +125,30 @@ static void flush_hook(void *arg);
 static void try_connect(dx_client *c);
 static void on_ping_timer(dx_timer *t);
 static void maybe_shutdown(dx_client *c);
+
+enum { M_START, M_RESOLVED, M_CONNECTED, M_TLS, M_OPEN };
+
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void mark(dx_client *c, int m) {
+  if (!c->mark[m]) c->mark[m] = now_us();
+}
+
+static double span(const dx_client *c, int a, int b) {
+  return c->mark[a] && c->mark[b] ? (double)(c->mark[b] - c->mark[a]) / 1000.0
+                                  : -1;
+}
+
+void dx_client_timings_get(const dx_client *c, dx_client_timings *out) {
+  out->dns_ms = span(c, M_START, M_RESOLVED);
+  out->connect_ms = span(c, M_RESOLVED, M_CONNECTED);
+  out->tls_ms = span(c, M_CONNECTED, M_TLS);
+  out->handshake_ms = span(c, c->mark[M_TLS] ? M_TLS : M_CONNECTED, M_OPEN);
+}
 
 static void mark_dirty(dx_client *c) {
   c->dirty = true;
@@ -257,6 +284,7 @@ static void resolved(void *arg) {
       fail_attempt(c, rc, 0, "cannot connect to %s: %s", c->hostport,
                    dx_strerror(rc));
     } else {
+      mark(c, M_RESOLVED);
       try_connect(c);
     }
     job_unref(j); /* the client's reference */
@@ -602,6 +630,7 @@ static int start_tls(dx_client *c) {
 }
 
 static void connected(dx_client *c) {
+  mark(c, M_CONNECTED);
   dx_timer_stop(&c->t_phase);
   free_addresses(c);
   c->ph = PH_HANDSHAKE;
@@ -631,6 +660,8 @@ static void connected(dx_client *c) {
 
 static void start_attempt(dx_client *c) {
   teardown(c);
+  memset(c->mark, 0, sizeof c->mark);
+  mark(c, M_START);
   c->state = DX_CONNECTING;
   c->close_seen = false;
   c->close_code = 0;
@@ -653,6 +684,7 @@ static void start_attempt(dx_client *c) {
   }
   if (lit) {
     /* An IP literal: no lookup, no thread. */
+    mark(c, M_RESOLVED);
     c->addrs = calloc(1, sizeof *c->addrs);
     c->addr_lens = calloc(1, sizeof *c->addr_lens);
     if (!c->addrs || !c->addr_lens)
@@ -710,6 +742,7 @@ static void opened(dx_client *c, const dx_http_response *r,
   c->subprotocol = NULL;
   for (char **p = c->protos; hs->subprotocol && p && *p; p++)
     if (strcmp(*p, hs->subprotocol) == 0) c->subprotocol = *p;
+  mark(c, M_OPEN);
   dx_timer_stop(&c->t_phase);
   c->ph = PH_OPEN;
   c->state = DX_OPEN;
@@ -906,6 +939,7 @@ static void on_cipher(dx_client *c, uint8_t *buf, size_t n, size_t cap) {
     }
     break;
   }
+  if (dx_tls_handshake_done(c->tls)) mark(c, M_TLS);
   /* The handshake (or a key update) may want to answer. */
   const uint8_t *out;
   if (dx_tls_output(c->tls, &out)) mark_dirty(c);

@@ -57,7 +57,7 @@ sc() { cat >"$CL_TMP/$1.yaml"; }
 # ---- passing --------------------------------------------------------------
 pr_run pass 0 "$N_PORT" "$CL_SRC/tests/probe/pass.yaml" &&
   pr_out_has pass '^PASS: 18/18 steps passed' &&
-  pr_out_has pass '^ok +1 .*connect ws://127\.0\.0\.1:[0-9]+/probe .*tcp\+tls\+handshake [0-9.]+ ms.*subprotocol: chat\.v1' &&
+  pr_out_has pass '^ok +1 .*connect ws://127\.0\.0\.1:[0-9]+/probe .*tcp [0-9.]+ ms; handshake [0-9.]+ ms; open [0-9.]+ ms in all.*subprotocol: chat\.v1' &&
   pr_out_has pass '^ok +15 .*expect_match .*response 2[0-9][0-9]\.[0-9] ms'
 cl_log_has N '^open /probe proto=chat\.v1 auth=secret-token$'
 cl_log_has N '^msg \{"op":"auth","session":"s-[0-9a-f]+"\}$' # a capture
@@ -171,7 +171,7 @@ tls_scn() { # tls_scn NAME OPTION-LINE
 }
 tls_scn tls-ca '    cacert: "${CA}"'
 pr_run tls.cacert 0 "$T_PORT" "$CL_TMP/tls-ca.yaml" &&
-  pr_out_has tls.cacert '^ok +1 .*connect wss://localhost:[0-9]+/echo .*dns [0-9.]+ ms'
+  pr_out_has tls.cacert '^ok +1 .*connect wss://localhost:[0-9]+/echo .*dns [0-9.]+ ms; tcp [0-9.]+ ms; tls [0-9.]+ ms; handshake [0-9.]+ ms'
 tls_scn tls-none '    timeout: 3s'
 pr_run tls.untrusted 1 "$T_PORT" "$CL_TMP/tls-none.yaml" &&
   pr_out_has tls.untrusted '^FAIL +1 .*connect .*(certificate|TLS)'
