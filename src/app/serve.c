@@ -76,47 +76,13 @@ typedef struct serve_opts {
   bool print_port;
 } serve_opts;
 
+/* The same grammar on every command line and in the config file. */
 bool app_parse_size(const char *s, size_t *out) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *s == '-') return false;
-  unsigned long long mul = 1;
-  if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") ||
-      !strcasecmp(end, "kib"))
-    mul = 1024;
-  else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") ||
-           !strcasecmp(end, "mib"))
-    mul = 1024 * 1024;
-  else if (!strcasecmp(end, "g") || !strcasecmp(end, "gib"))
-    mul = 1024ull * 1024 * 1024;
-  else if (*end)
-    return false;
-  if (v > SIZE_MAX / mul) return false;
-  *out = (size_t)(v * mul);
-  return true;
+  return config_parse_size(s, out);
 }
 
 bool app_parse_duration(const char *s, unsigned *ms) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return false;
-  double mul = 1000;
-  if (!strcmp(end, "ms"))
-    mul = 1;
-  else if (!strcmp(end, "s") || !*end)
-    mul = 1000;
-  else if (!strcmp(end, "m"))
-    mul = 60000;
-  else if (!strcmp(end, "h"))
-    mul = 3600000;
-  else
-    return false;
-  double r = v * mul;
-  if (r > 4e9) return false;
-  *ms = (unsigned)r;
-  return true;
+  return config_parse_duration(s, ms);
 }
 
 static void log_text(const dx_log_record *r) {
