@@ -656,17 +656,8 @@ enum {
   O_ATTEMPTS
 };
 
-static int usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("duplex connect: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputs(" (see duplex connect --help)\n", stderr);
-  va_end(ap);
-  return CX_USAGE;
-}
+/* All usage errors exit CX_USAGE (= APP_USAGE). */
+#define usage_error(...) app_usage_error("connect", __VA_ARGS__)
 
 static bool parse_count(const char *s, unsigned long *out) {
   char *end;

@@ -445,26 +445,8 @@ out:
 
 /* ---- options ---------------------------------------------------------- */
 
-static int usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("duplex probe: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputs(" (see duplex probe --help)\n", stderr);
-  va_end(ap);
-  return PR_ERROR;
-}
-
-static bool parse_ulong(const char *s, unsigned long max, unsigned long *out) {
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno || end == s || *end || *s == '-' || v > max) return false;
-  *out = v;
-  return true;
-}
+/* All usage errors exit PR_ERROR (= APP_USAGE). */
+#define usage_error(...) app_usage_error("probe", __VA_ARGS__)
 
 enum { O_JSON = 256, O_JUNIT, O_EVERY, O_RUNS, O_PORT, O_THRESHOLD };
 
@@ -497,16 +479,16 @@ static int parse_options(popts *o, int argc, char **argv) {
         return usage_error("--every '%s': expected a duration > 0", optarg);
       break;
     case O_RUNS:
-      if (!parse_ulong(optarg, 1000000000, &o->runs) || !o->runs)
+      if (!app_parse_ulong(optarg, 1000000000, &o->runs) || !o->runs)
         return usage_error("--runs '%s': expected a number > 0", optarg);
       break;
     case O_PORT:
-      if (!parse_ulong(optarg, 65535, &n) || !n)
+      if (!app_parse_ulong(optarg, 65535, &n) || !n)
         return usage_error("--metrics-port '%s': expected 1..65535", optarg);
       o->metrics_port = (int)n;
       break;
     case O_THRESHOLD:
-      if (!parse_ulong(optarg, 1000000, &o->threshold) || !o->threshold)
+      if (!app_parse_ulong(optarg, 1000000, &o->threshold) || !o->threshold)
         return usage_error("--fail-threshold '%s': expected a number > 0",
                            optarg);
       break;

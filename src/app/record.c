@@ -871,26 +871,8 @@ static void on_signal(dx_io *io, unsigned events) {
 /* ---- options ----------------------------------------------------------------
  */
 
-static int usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("duplex record: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputs(" (see duplex record --help)\n", stderr);
-  va_end(ap);
-  return RC_USAGE;
-}
-
-static bool parse_ulong(const char *s, unsigned long max, unsigned long *out) {
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno || end == s || *end || *s == '-' || v > max) return false;
-  *out = v;
-  return true;
-}
+/* All usage errors exit RC_USAGE (= APP_USAGE). */
+#define usage_error(...) app_usage_error("record", __VA_ARGS__)
 
 enum {
   O_IGNORE = 256,
@@ -934,7 +916,7 @@ static int parse_options(rec *r, int argc, char **argv) {
     case 'l': {
       const char *colon = strrchr(optarg, ':');
       if (!colon || (size_t)(colon - optarg) >= sizeof host ||
-          !parse_ulong(colon + 1, 65535, &n))
+          !app_parse_ulong(colon + 1, 65535, &n))
         return usage_error("--listen '%s': expected HOST:PORT", optarg);
       memcpy(host, optarg, (size_t)(colon - optarg));
       host[colon - optarg] = 0;
@@ -974,7 +956,7 @@ static int parse_options(rec *r, int argc, char **argv) {
       break;
     case O_LATENCY:
     case O_JITTER:
-      if (!parse_ulong(optarg, 600000, &n))
+      if (!app_parse_ulong(optarg, 600000, &n))
         return usage_error("--%s '%s': expected milliseconds",
                            ch == O_LATENCY ? "latency" : "jitter", optarg);
       *(ch == O_LATENCY ? &r->latency : &r->jitter) = (unsigned)n;
@@ -987,7 +969,7 @@ static int parse_options(rec *r, int argc, char **argv) {
       break;
     case O_CUT_MSGS:
     case O_HALF_OPEN:
-      if (!parse_ulong(optarg, 1000000000, &n) || !n)
+      if (!app_parse_ulong(optarg, 1000000000, &n) || !n)
         return usage_error("--%s '%s': expected a number > 0",
                            ch == O_CUT_MSGS ? "cut-after-messages"
                                             : "half-open-after",
