@@ -2,6 +2,7 @@
  * docs/config.md). libyaml's document API: the whole file is small, and
  * nodes carry the line numbers the errors need. */
 #include "config.h"
+#include "yamlfile.h"
 
 #include <yaml.h>
 
@@ -650,77 +651,28 @@ static int walk(ctx *c, const yaml_node_t *map, const opt *table,
 /* ---- loading ----------------------------------------------------------------
  */
 
-static int parser_error(ctx *c, yaml_parser_t *p) {
-  const yaml_mark_t *m = p->problem ? &p->problem_mark : &p->context_mark;
-  char ctxs[128] = "";
-  if (p->context)
-    snprintf(ctxs, sizeof ctxs, " (%s at line %zu)", p->context,
-             p->context_mark.line + 1);
-  snprintf(c->err, c->errlen, "%s:%zu: YAML: %s%s", c->path, m->line + 1,
-           p->problem ? p->problem : "cannot parse", ctxs);
-  return -1;
-}
-
 int config_load(const char *path, serve_config *cfg, char *err, size_t errlen) {
   ctx c = {.path = path, .cfg = cfg, .err = err, .errlen = errlen};
-  if (errlen) err[0] = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  struct stat st;
-  if (fstat(fileno(f), &st) == 0 && st.st_size > MAX_FILE) {
-    fclose(f);
-    snprintf(err, errlen, "%s: larger than %d bytes", path, MAX_FILE);
-    return -1;
-  }
-  yaml_parser_t p;
-  yaml_document_t doc, extra;
-  int rc = -1;
-  if (!yaml_parser_initialize(&p)) {
-    fclose(f);
-    snprintf(err, errlen, "%s: out of memory", path);
-    return -1;
-  }
-  yaml_parser_set_input_file(&p, f);
-  if (!yaml_parser_load(&p, &doc)) {
-    parser_error(&c, &p);
-    goto done_parser;
-  }
+  yaml_document_t doc;
+  if (app_yaml_load(path, MAX_FILE, &doc, err, errlen)) return -1;
   c.doc = &doc;
+  int rc = -1;
   yaml_node_t *root = yaml_document_get_root_node(&doc);
-  if (root) {
-    /* A second document would be silently ignored: refuse it. */
-    if (!yaml_parser_load(&p, &extra)) {
-      parser_error(&c, &p);
-      goto done_doc;
-    }
-    yaml_node_t *r2 = yaml_document_get_root_node(&extra);
-    if (r2) fail(&c, r2, "a second YAML document ('---'): one only");
-    yaml_document_delete(&extra);
-    if (r2) goto done_doc;
-    if (is_null(root)) {
-      rc = 0; /* an empty file: all defaults */
-      goto done_doc;
-    }
+  if (root && !is_null(root)) { /* an empty file: all defaults */
     if (root->type != YAML_MAPPING_NODE) {
       fail(&c, root, "the file is a mapping of options (key: value), not %s",
            type_name(root));
-      goto done_doc;
+      goto done;
     }
-    if (walk(&c, root, TOP, NULL)) goto done_doc;
+    if (walk(&c, root, TOP, NULL)) goto done;
     if (c.tls_key_line && !cfg->tls_cert) {
       snprintf(err, errlen, "%s:%zu: tls: key needs cert", path,
                c.tls_key_line);
-      goto done_doc;
+      goto done;
     }
   }
   rc = 0;
-done_doc:
+done:
   yaml_document_delete(&doc);
-done_parser:
-  yaml_parser_delete(&p);
-  fclose(f);
   return rc;
 }

@@ -3,6 +3,7 @@
  * as FILE:LINE: reason from the node marks, like config.c.
  */
 #include "scenario.h"
+#include "yamlfile.h"
 #include "app.h"
 
 #include <errno.h>
@@ -392,52 +393,19 @@ static int parse_root(pctx *c, const yaml_node_t *root, scenario *sc) {
   return 0;
 }
 
-static int parser_error(pctx *c, yaml_parser_t *p) {
-  const yaml_mark_t *m = p->problem ? &p->problem_mark : &p->context_mark;
-  snprintf(c->err, c->errlen, "%s:%zu: YAML: %s%s%s", c->path, m->line + 1,
-           p->problem ? p->problem : "cannot parse", p->context ? " " : "",
-           p->context ? p->context : "");
-  return -1;
-}
-
 int scenario_load(const char *path, scenario *sc, char *err, size_t errlen) {
   memset(sc, 0, sizeof *sc);
   pctx c = {.path = path, .err = err, .errlen = errlen};
-  if (errlen) err[0] = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  struct stat st;
-  if (fstat(fileno(f), &st) == 0 && st.st_size > MAX_FILE) {
-    fclose(f);
-    snprintf(err, errlen, "%s: larger than %d bytes", path, MAX_FILE);
-    return -1;
-  }
-  yaml_parser_t p;
   yaml_document_t doc;
-  int rc = -1;
-  if (!yaml_parser_initialize(&p)) {
-    fclose(f);
-    snprintf(err, errlen, "%s: out of memory", path);
-    return -1;
-  }
-  yaml_parser_set_input_file(&p, f);
-  if (!yaml_parser_load(&p, &doc)) {
-    parser_error(&c, &p);
-    goto done_parser;
-  }
+  if (app_yaml_load(path, MAX_FILE, &doc, err, errlen)) return -1;
   c.doc = &doc;
+  int rc = -1;
   yaml_node_t *root = yaml_document_get_root_node(&doc);
   if (!root)
     snprintf(err, errlen, "%s:1: empty file: expected a 'steps:' list", path);
   else
     rc = parse_root(&c, root, sc);
   yaml_document_delete(&doc);
-done_parser:
-  yaml_parser_delete(&p);
-  fclose(f);
   if (rc == 0) sc->path = strdup(path);
   if (rc == 0 && !sc->path) {
     snprintf(err, errlen, "%s: out of memory", path);
