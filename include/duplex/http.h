@@ -162,8 +162,7 @@ DX_API int dx_http_request_check(const dx_http_request *req,
 /* ------------------------------------------------------------------------ */
 /* Responses                                                                */
 
-/* The reason phrase of a status ("Not Found"), or "" for an unknown one. */
-DX_API const char *dx_http_status_text(int status);
+/* dx_http_status_text() is declared in duplex/proto.h. */
 
 /* The Content-Type for a file name's extension (case-insensitive):
  * "text/css; charset=utf-8", "application/wasm" ...; text types carry

@@ -342,6 +342,9 @@ DX_API int dx_http_parse_response(const char *buf, size_t len,
                                   dx_http_response *resp,
                                   const dx_http_limits *lim);
 
+/* The reason phrase of a status ("Not Found"), or "" for an unknown one. */
+DX_API const char *dx_http_status_text(int status);
+
 /* The first header with this name (case-insensitive), or NULL. */
 DX_API const dx_header *dx_http_header(const dx_header *headers, size_t n,
                                        const char *name);

@@ -213,44 +213,10 @@ static bool offered(const dx_header *all, size_t n, const char *proto) {
 
 /* ---- server ----------------------------------------------------------- */
 
-/* RFC 9110 section 15. */
-static const struct {
-  int status;
-  const char *text;
-} status_texts[] = {
-    {400, "Bad Request"},
-    {401, "Unauthorized"},
-    {402, "Payment Required"},
-    {403, "Forbidden"},
-    {404, "Not Found"},
-    {405, "Method Not Allowed"},
-    {406, "Not Acceptable"},
-    {408, "Request Timeout"},
-    {409, "Conflict"},
-    {410, "Gone"},
-    {411, "Length Required"},
-    {413, "Content Too Large"},
-    {414, "URI Too Long"},
-    {415, "Unsupported Media Type"},
-    {421, "Misdirected Request"},
-    {426, "Upgrade Required"},
-    {428, "Precondition Required"},
-    {429, "Too Many Requests"},
-    {431, "Request Header Fields Too Large"},
-    {451, "Unavailable For Legal Reasons"},
-    {500, "Internal Server Error"},
-    {501, "Not Implemented"},
-    {502, "Bad Gateway"},
-    {503, "Service Unavailable"},
-    {504, "Gateway Timeout"},
-    {505, "HTTP Version Not Supported"},
-};
-
 static const char *status_text(int status) {
-  for (size_t i = 0; i < sizeof status_texts / sizeof status_texts[0]; i++)
-    if (status_texts[i].status == status) return status_texts[i].text;
+  const char *t = dx_http_status_text(status);
   /* The reason phrase carries no meaning (RFC 9112 section 4). */
-  return status < 500 ? "Client Error" : "Server Error";
+  return *t ? t : status < 500 ? "Client Error" : "Server Error";
 }
 
 /* An error response. The connection is closed after it: the engine has no
