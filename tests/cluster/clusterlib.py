@@ -14,6 +14,7 @@ that the shell's exit trap can kill what a killed test left behind.
 """
 import asyncio
 import csv
+import http.client as httpc
 import io
 import json
 import os
@@ -281,8 +282,9 @@ class Haproxy(Proc):
                                        port=self.port, servers=servers))
         super().__init__(work, "haproxy", [HAPROXY, "-db", "-f", self.cfg])
 
-    def status(self):
-        """{server name: status ('UP', 'DOWN', 'DOWN 1/2' ...)}; {} when the
+    def status(self, field="status"):
+        """{server name: status ('UP', 'DOWN', 'DOWN 1/2' ...)} (or another
+        field of `show stat`: "scur" is the current sessions); {} when the
         socket does not answer."""
         try:
             with socket.socket(socket.AF_UNIX) as s:
@@ -302,7 +304,7 @@ class Haproxy(Proc):
         for row in csv.DictReader(io.StringIO(text)):
             if row.get("pxname") == "nodes" and \
                     row.get("svname") not in ("FRONTEND", "BACKEND"):
-                out[row["svname"]] = row.get("status", "")
+                out[row["svname"]] = row.get(field, "")
         return out
 
     async def start(self, timeout=10.0):
@@ -544,27 +546,53 @@ class WsPub:
 
 class HttpPub:
     """Publishes with POST /api/publish on one node (keep-alive, in a
-    thread so that the subscribers' loop keeps reading)."""
+    thread so that the subscribers' loop keeps reading). A connection idle
+    for more than 0.5 s is replaced before use; one the node closed anyway
+    (found when sending, so the node never saw the request) is replaced and
+    the request sent again; a failure after the request was sent is
+    reported, never retried (the publish may have happened)."""
 
     def __init__(self, name, port):
         self.name, self.port = name, port
-        self.api = rtlib.Api(port, timeout=5)
+        self.c = None
+        self.used = 0.0
 
     async def open(self):
         return self
 
     def _post(self, topic, data):
-        try:
-            st, body = self.api.request("POST", "/api/publish",
-                                        {"topic": topic, "data": data})
-        except Exception:
-            self.api.close()  # a fresh connection next time
-            self.api = rtlib.Api(self.port, timeout=5)
-            raise
-        try:
-            return st, json.loads(body)
-        except ValueError:
-            return st, body
+        body = json.dumps({"topic": topic, "data": data})
+        hdrs = {"Content-Type": "application/json"}
+        if self.c is not None and time.monotonic() - self.used > 0.5:
+            self.c.close()  # idle: the node may be closing it right now
+            self.c = None
+        for attempt in (1, 2):
+            fresh = self.c is None
+            if fresh:
+                self.c = httpc.HTTPConnection(HOST, self.port, timeout=5)
+            try:
+                self.c.request("POST", "/api/publish", body, hdrs)
+            except OSError:
+                self.c.close()
+                self.c = None
+                if fresh or attempt == 2:
+                    raise
+                continue
+            try:
+                r = self.c.getresponse()
+                raw = r.read()
+                self.used = time.monotonic()
+            except (OSError, httpc.HTTPException):
+                self.c.close()
+                self.c = None
+                raise
+            if r.getheader("Connection", "").lower() == "close":
+                self.c.close()
+                self.c = None
+            try:
+                return r.status, json.loads(raw)
+            except ValueError:
+                return r.status, raw
 
     async def publish(self, topic, data, timeout=5.0):
         """The reply in the shape of the WebSocket one: published (with the
@@ -577,7 +605,8 @@ class HttpPub:
         return {"op": "error", "code": code, "status": st, "body": body}
 
     async def close(self):
-        self.api.close()
+        if self.c:
+            self.c.close()
 
 
 class Ledger:
