@@ -25,8 +25,10 @@ DX_APT_PACKAGES=(
   libjwt-dev         # duplex serve: JWT verification (src/app/auth.c)
   libyaml-dev        # duplex serve --config FILE (src/app/config.c)
   libjansson-dev     # JSON: JWT claims, ticket requests (src/app)
+  libhiredis-dev     # the Redis backplane (src/pubsub/redis.c)
+  redis-server       # the Redis backplane's tests (tests/scripts/cluster_*)
   # Coming with later work (move up when the code that needs it lands):
-  # libhiredis-dev libwebsockets-dev
+  # libwebsockets-dev
 )
 
 # Packages checked by the command they provide rather than by dpkg, as

@@ -53,7 +53,8 @@ extern "C" {
   X(ETLS, -4013, "TLS handshake or record failure")                            \
   X(ERESOLVE, -4014, "host name could not be resolved")                        \
   X(ETIMEDOUT, -ETIMEDOUT, "timed out")                                        \
-  X(ECONNREFUSED, -ECONNREFUSED, "connection refused")
+  X(ECONNREFUSED, -ECONNREFUSED, "connection refused")                         \
+  X(EUNAVAIL, -4015, "the backplane (Redis) is unreachable")
 
 typedef enum dx_err {
 #define DX__ERR_ENUM(name, value, msg) DX_##name = (value),

@@ -57,6 +57,7 @@
 #define DUPLEX_PUBSUB_H
 
 #include <duplex/common.h>
+#include <duplex/net.h>
 #include <stdbool.h>
 
 #ifdef __cplusplus
@@ -90,6 +91,10 @@ typedef struct dx_ps_published {
   char epoch[DX_PS_EPOCH_MAX + 1];
 } dx_ps_published;
 
+/* Called once with a publish's outcome: rc 0 and *out (seq, epoch), or a
+ * negative error (DX_EUNAVAIL: the backplane is unreachable). */
+typedef void (*dx_ps_done_fn)(void *ud, int rc, const dx_ps_published *out);
+
 /*
  * THE BACKPLANE SEAM. dx_ps_publish hands every publish to the backplane;
  * whoever sequences a topic is the backplane's business.
@@ -97,27 +102,48 @@ typedef struct dx_ps_published {
  * - in-process (cfg.backplane == NULL, the default): publish sequences the
  *   message here, at once, under the topic lock, and delivers it to the
  *   local shards.
- * - remote (Redis, a later issue): publish sends (topic, data) to the
- *   shared sequencer and returns 0 with out->seq = 0; the receive side, on
- *   every node including this one, calls dx_ps_ingest() with the seq and
- *   epoch the sequencer assigned, which retains and delivers it exactly as
- *   a local publish would. `interest` tells it which topics this node needs.
+ * - remote (Redis: dx_ps_redis_new, at the end of this header): publish sends
+ *   (topic, data) to the shared sequencer and returns 0; the outcome comes
+ *   later through `done`. The receive side, on every node including this
+ *   one, calls dx_ps_ingest() with the seq and epoch the sequencer
+ *   assigned, which retains and delivers it exactly as a local publish
+ *   would.
+ *
+ * A remote backplane sets `needs_sync`: the registry's copy of a topic is
+ * then only trusted while this node has subscribers to it. The first
+ * subscription to a topic (and any subscription while the topic is not
+ * synced) is PENDING: the registry calls `sync`, the backplane brings the
+ * topic up to date (dx_ps_ingest for what it missed) and calls
+ * dx_ps_synced (or dx_ps_sync_failed); each pending subscriber's shard
+ * then dispatches a DX_PS_READY message, on which the app calls
+ * dx_ps_subscribe_complete. When the last subscriber leaves, the topic is
+ * no longer synced.
  *
  * The vtable is borrowed: it and its ud must outlive the registry.
  */
 typedef struct dx_ps_backplane {
-  /* Takes one publish (the arguments of dx_ps_publish, borrowed for the
-   * call). THREAD-SAFE. Returns 0 or a negative error for dx_ps_publish
-   * to return; fills *out (never NULL here). */
+  /* Takes one publish (the arguments of dx_ps_publish_async, borrowed for
+   * the call). THREAD-SAFE. Returns 0 when it took the publish and will
+   * call done(done_ud, ...) exactly once (done may be NULL: nobody waits),
+   * or a negative error, and then never calls done. */
   int (*publish)(void *ud, dx_pubsub *ps, const char *topic, const void *data,
-                 size_t len, uint64_t now_ms, dx_ps_published *out);
+                 size_t len, uint64_t now_ms, dx_ps_done_fn done,
+                 void *done_ud);
   /* A topic got its first subscriber on this node (on = true) or lost its
    * last (on = false). Called under the topic lock, in order; may be NULL.
    * It must only queue work (never call into the registry). */
   void (*interest)(void *ud, const char *topic, bool on);
+  /* needs_sync only: bring topic up to date, then call dx_ps_synced or
+   * dx_ps_sync_failed (from any thread, never from inside this call).
+   * Called under the topic lock when a subscriber comes while the topic is
+   * not synced and no sync is under way (the first subscriber, or the last
+   * sync failed). It must only queue work. Returns 0, or a negative error
+   * that dx_ps_subscribe returns (the subscription is not made). */
+  int (*sync)(void *ud, const char *topic);
   /* Called once by dx_pubsub_free; may be NULL. */
   void (*free)(void *ud);
   void *ud;
+  bool needs_sync;
 } dx_ps_backplane;
 
 typedef struct dx_pubsub_config {
@@ -184,12 +210,25 @@ DX_API bool dx_ps_topic_valid(const char *name);
  * Publishes a copy of data[0..len) to topic, creating the topic if needed.
  * In-process: assigns the next seq, retains the message, calls the frame
  * hook, and calls deliver for each shard with subscribers; *out (may be
- * NULL) gets the seq and epoch. Returns 0, DX_EINVAL (bad name), DX_ENOSPC
- * (max_topics reached), DX_ENOMEM, -EIO (no randomness for a new epoch),
- * or an error of the frame or epoch hook or of the backplane.
+ * NULL) gets the seq and epoch. A remote backplane: sends it and returns
+ * 0 with out->seq = 0 (use dx_ps_publish_async to learn the seq). Returns
+ * 0, DX_EINVAL (bad name), DX_ENOSPC (max_topics reached), DX_ENOMEM, -EIO
+ * (no randomness for a new epoch), or an error of the frame or epoch hook
+ * or of the backplane (DX_EUNAVAIL: unreachable, or too many publishes
+ * in flight).
  */
 DX_API int dx_ps_publish(dx_pubsub *ps, const char *topic, const void *data,
                          size_t len, uint64_t now_ms, dx_ps_published *out);
+
+/*
+ * The same, with the outcome through done(ud, rc, out) instead: called
+ * exactly once when this returns 0 — before returning in-process, later
+ * and from the backplane's thread with a remote one. A negative return
+ * (the errors of dx_ps_publish) means done is never called.
+ */
+DX_API int dx_ps_publish_async(dx_pubsub *ps, const char *topic,
+                               const void *data, size_t len, uint64_t now_ms,
+                               dx_ps_done_fn done, void *ud);
 
 /*
  * Sends frame[0..len) (copied; the frame hook is not called) to the
@@ -205,16 +244,34 @@ DX_API int dx_ps_broadcast(dx_pubsub *ps, const char *topic, const void *frame,
 /*
  * For backplanes: applies a message that was sequenced elsewhere (seq >= 1
  * in epoch). A different epoch replaces the topic's and clears its
- * history (the stream restarted); seq <= the topic's seq is a duplicate
- * and is ignored (returns 1); a seq past seq + 1 clears the history (a
- * hole: resumes from before it get a gap notice). Live subscribers are
- * not told of an epoch change or a hole yet (the Redis issue will add a
- * "dropped" notice). Returns 0 (applied), 1 (duplicate), DX_EINVAL,
+ * history (the stream restarted): live subscribers get a DX_PS_GAP message
+ * (reason DX_PS_GAP_EPOCH, 1..seq-1 of the new epoch). seq <= the topic's
+ * seq is a duplicate and is ignored (returns 1). A seq past seq + 1 is a
+ * hole: the history is cleared (resumes from before it get a gap notice)
+ * and live subscribers get a DX_PS_GAP message (DX_PS_GAP_DROPPED, the
+ * missing seqs). Returns 0 (applied), 1 (duplicate), DX_EINVAL,
  * DX_ENOSPC, DX_ENOMEM, or an error of the frame hook.
  */
 DX_API int dx_ps_ingest(dx_pubsub *ps, const char *topic, const char *epoch,
                         uint64_t seq, const void *data, size_t len,
                         uint64_t now_ms);
+
+/*
+ * For backplanes (needs_sync): the topic is up to date: the sequencer's
+ * current state is (epoch, seq), and every message of it this node can
+ * still get was ingested. An epoch or seq past the topic's is applied as
+ * dx_ps_ingest would (gap messages to live subscribers). Marks the topic
+ * synced and hands each shard with pending subscribers a DX_PS_READY
+ * message. THREAD-SAFE. Returns 0, DX_EINVAL, DX_ENOMEM.
+ */
+DX_API int dx_ps_synced(dx_pubsub *ps, const char *topic, const char *epoch,
+                        uint64_t seq, uint64_t now_ms);
+
+/* For backplanes (needs_sync): the sync of topic failed with err (< 0,
+ * DX_EUNAVAIL say); pending subscriptions end with it (DX_PS_READY messages
+ * whose dx_ps_subscribe_complete returns err). THREAD-SAFE. Returns 0,
+ * DX_EINVAL, DX_ENOMEM. */
+DX_API int dx_ps_sync_failed(dx_pubsub *ps, const char *topic, int err);
 
 /* Appends to the frame being built (frame hook only). Returns 0,
  * DX_ENOMEM. */
@@ -228,7 +285,16 @@ DX_API int dx_ps_buf_append(dx_ps_buf *buf, const void *p, size_t n);
 DX_API void dx_ps_msg_incref(dx_ps_msg *msg);
 DX_API void dx_ps_msg_decref(dx_ps_msg *msg);
 
-/* The seq (0 for dx_ps_broadcast) and topic name. */
+/* What a message handed to dx_ps_dispatch's callback is. */
+typedef enum dx_ps_kind {
+  DX_PS_MESSAGE = 0, /* a published message: seq >= 1, the frame to send */
+  DX_PS_BROADCAST,   /* dx_ps_broadcast: seq 0, the frame to send */
+  DX_PS_GAP,         /* live subscribers lost messages: dx_ps_msg_gap */
+  DX_PS_READY        /* a pending subscription: dx_ps_subscribe_complete */
+} dx_ps_kind;
+
+DX_API dx_ps_kind dx_ps_msg_kind(const dx_ps_msg *msg);
+/* The seq (0 for anything but DX_PS_MESSAGE) and topic name. */
 DX_API uint64_t dx_ps_msg_seq(const dx_ps_msg *msg);
 DX_API const char *dx_ps_msg_topic(const dx_ps_msg *msg);
 /* The bytes to send: the frame hook's output, or the data without a hook
@@ -274,8 +340,22 @@ typedef struct dx_ps_resume {
 typedef enum dx_ps_gap_reason {
   DX_PS_GAP_NONE = 0,
   DX_PS_GAP_HISTORY, /* gap_from..gap_to are no longer retained */
-  DX_PS_GAP_EPOCH    /* the client's epoch is not the topic's */
+  DX_PS_GAP_EPOCH,   /* the client's epoch is not the topic's */
+  DX_PS_GAP_DROPPED  /* a live subscriber's messages the backplane lost */
 } dx_ps_gap_reason;
+
+/* A DX_PS_GAP message: live subscribers cannot get seqs from..to (to may
+ * be from - 1: nothing of the new epoch was lost). For DX_PS_GAP_EPOCH
+ * the topic now has `epoch` and messages continue at to + 1 in it. */
+typedef struct dx_ps_gap {
+  dx_ps_gap_reason reason;
+  uint64_t from, to;
+  char epoch[DX_PS_EPOCH_MAX + 1];
+} dx_ps_gap;
+
+/* Fills *out from a DX_PS_GAP message. Returns 0, DX_EINVAL (another
+ * kind). */
+DX_API int dx_ps_msg_gap(const dx_ps_msg *msg, dx_ps_gap *out);
 
 /* What dx_ps_subscribe tells the subscriber, in the order it is sent. */
 typedef struct dx_ps_subscribed {
@@ -286,6 +366,9 @@ typedef struct dx_ps_subscribed {
   dx_ps_msg **replay;        /* references, in seq order, all < seq + 1 */
   size_t nreplay;
   bool joined;    /* presence: this subscription brought its member in */
+  /* A remote backplane is still syncing the topic: nothing else above is
+   * filled in; the answer comes with a DX_PS_READY message. */
+  bool pending;
   dx_pubsub *ps_; /* private */
 } dx_ps_subscribed;
 
@@ -321,6 +404,17 @@ DX_API int dx_ps_subscribe(dx_ps_sub *sub, const char *topic,
 DX_API void dx_ps_subscribed_clear(dx_ps_subscribed *out);
 
 /*
+ * Answers a pending subscription, when its shard dispatches the topic's
+ * DX_PS_READY message: fills *out as dx_ps_subscribe would have (with the
+ * resume given then). Returns 0, DX_ESTATE (not subscribed, or not
+ * pending), or the sync's error: the subscription has then ended (the
+ * app reports it: the backplane was unreachable, say). Clear *out either
+ * way.
+ */
+DX_API int dx_ps_subscribe_complete(dx_ps_sub *sub, const char *topic,
+                                    uint64_t now_ms, dx_ps_subscribed *out);
+
+/*
  * Ends sub's subscription to topic: messages not yet dispatched are no
  * longer handed to it. Safe inside a dispatch callback. Returns 0, 1 (done,
  * and its presence member left the topic: the app broadcasts a leave
@@ -338,12 +432,17 @@ DX_API size_t dx_ps_unsubscribe_all(dx_ps_sub *sub,
 
 /*
  * Hands msg to each subscriber of its topic on shard that should have it:
- * fn(ud, sub, msg) for subscribers whose live range starts at or before
- * msg's seq (one that subscribed after msg was queued to the shard got it
- * in its replay, or does not want it). Broadcasts (seq 0) go to every
- * subscriber. msg is borrowed: fn takes a reference to keep it. fn may
- * unsubscribe or free any subscriber, and subscribe; it must not call
- * dx_ps_dispatch. Returns the number of calls to fn.
+ * fn(ud, sub, msg) for
+ *  - DX_PS_MESSAGE: subscribers whose live range starts at or before msg's
+ *    seq (one that subscribed after msg was queued to the shard got it in
+ *    its replay, or does not want it);
+ *  - DX_PS_BROADCAST: every subscriber that is not pending;
+ *  - DX_PS_GAP: the live subscribers the gap concerns;
+ *  - DX_PS_READY: the pending subscribers (the app calls
+ *    dx_ps_subscribe_complete for each).
+ * msg is borrowed: fn takes a reference to keep it. fn may unsubscribe or
+ * free any subscriber, and subscribe; it must not call dx_ps_dispatch.
+ * Returns the number of calls to fn.
  */
 DX_API size_t dx_ps_dispatch(dx_pubsub *ps, unsigned shard, dx_ps_msg *msg,
                              void (*fn)(void *ud, dx_ps_sub *sub,
@@ -396,6 +495,82 @@ typedef struct dx_pubsub_stats {
 /* A snapshot of the counters (each read atomically; together they are
  * approximate while other threads work). */
 DX_API void dx_pubsub_stats_get(const dx_pubsub *ps, dx_pubsub_stats *out);
+
+/* ---- the Redis backplane ----------------------------------------------------
+ *
+ * Several nodes (processes, machines) share topics through Redis:
+ *
+ *   dx_ps_redis *r = dx_ps_redis_new(&(dx_ps_redis_config){
+ *       .url = "redis://10.0.0.5:6379/0", .loop = bp_loop});
+ *   dx_pubsub *ps = dx_pubsub_new(&(dx_pubsub_config){
+ *       ..., .backplane = dx_ps_redis_backplane(r)});
+ *   dx_ps_redis_start(r, ps);   // then run bp_loop on a thread of its own
+ *
+ * IN REDIS, per topic T (keys under `prefix`, "dx:" by default):
+ *   {prefix}t:{T}  a hash: epoch, seq (the last one assigned)
+ *   {prefix}s:{T}  a stream: the history, entry id "<seq>-0", fields d
+ *                  (the data) and t (Redis time, ms); at most `history`
+ *   channel {prefix}msg: every publish, "<T>\n<epoch>\n<seq>\n<data>"
+ * A publish is one Lua script: it makes the epoch if the hash is missing
+ * (a new topic, or Redis lost it: that is the only time the epoch
+ * changes), increments seq, appends to the stream and publishes to the
+ * channel, atomically, so every node receives one topic's messages in
+ * seq order. Keys expire key_ttl_ms after the topic's last publish or
+ * sync.
+ *
+ * ON THE NODE, two connections run on cfg.loop: commands (publishes,
+ * syncs) and the subscription to the channel (RESP2 allows nothing else
+ * on it). A topic with local subscribers is synced (dx_ps_backplane): one
+ * script returns its epoch, seq and the stream entries after what the
+ * node has, atomically. While Redis is unreachable, publishes fail at once
+ * with DX_EUNAVAIL (a seq only Redis can assign), subscriptions to topics
+ * not synced fail too, subscribers of synced topics stay; the node
+ * reconnects with full-jitter backoff (up to 5 s), re-syncs every topic
+ * it has subscribers for, and live subscribers receive what they missed
+ * from the history, or a DX_PS_GAP where it was lost.
+ */
+typedef struct dx_ps_redis dx_ps_redis;
+
+typedef struct dx_ps_redis_config {
+  /* redis://[[user]:password@]host[:port][/db]; port 6379, db 0. */
+  const char *url;
+  /* The loop that runs both connections; every callback into the
+   * registry (ingest, synced) comes from its thread. A loop of its own
+   * keeps Redis traffic off the WebSocket loops. Required. */
+  dx_loop *loop;
+  size_t history;        /* the registry's: 0: 100; DX_PS_NO_HISTORY */
+  uint64_t key_ttl_ms;   /* 0: 24 hours */
+  size_t max_inflight;   /* publishes sent and not answered; 0: 10,000 */
+  uint64_t timeout_ms;   /* connect and command timeout; 0: 3,000 */
+  const char *prefix;    /* key prefix; NULL: "dx:" */
+} dx_ps_redis_config;
+
+/* Parses the URL and allocates; connects only at dx_ps_redis_start. NULL
+ * with errno EINVAL (no loop, bad URL: *err_out, when not NULL, gets a
+ * static message) or ENOMEM. */
+DX_API dx_ps_redis *dx_ps_redis_new(const dx_ps_redis_config *cfg,
+                                    const char **err_out);
+
+/* The vtable for dx_pubsub_config.backplane. dx_pubsub_free frees r
+ * through it (call it after cfg.loop stopped running), so r is never
+ * freed by itself once given to a registry. */
+DX_API const dx_ps_backplane *dx_ps_redis_backplane(dx_ps_redis *r);
+
+/* Starts connecting, from cfg.loop's thread (posted: THREAD-SAFE).
+ * Returns 0, DX_ESTATE (started already), DX_ENOMEM. */
+DX_API int dx_ps_redis_start(dx_ps_redis *r, dx_pubsub *ps);
+
+typedef struct dx_ps_redis_status {
+  bool connected; /* both connections are up */
+  bool healthy;   /* connected and every topic with subscribers synced */
+  size_t syncing; /* topics being synced */
+  size_t inflight;
+  uint64_t published, publish_failed, received, reconnects;
+  char error[128]; /* the last connection error, "" if none */
+} dx_ps_redis_status;
+
+/* A snapshot. THREAD-SAFE. */
+DX_API void dx_ps_redis_status_get(dx_ps_redis *r, dx_ps_redis_status *out);
 
 #ifdef __cplusplus
 }

@@ -251,6 +251,22 @@ DX_API int dx_http_respond(dx_http_exchange *x, int status,
                            const char *content_type, const void *body,
                            size_t len, const char *extra_headers);
 
+/*
+ * Answers later: for a handler whose answer comes from elsewhere (another
+ * thread, a backend). Returns a token for dx_server_http_reply (never 0),
+ * or 0 when x was answered already. Until the reply, the connection reads
+ * no further request (pipelined ones wait); a reply that does not come
+ * within the write stall timeout (write_stall_ms) closes the connection.
+ */
+DX_API uint64_t dx_http_defer(dx_http_exchange *x);
+
+/* THREAD-SAFE: answers a deferred request (arguments as dx_http_respond,
+ * copied). Returns 0, DX_EINVAL (bad token), DX_ENOMEM. A connection that
+ * is gone by then is skipped silently. */
+DX_API int dx_server_http_reply(dx_server *srv, uint64_t token, int status,
+                                const char *content_type, const void *body,
+                                size_t len, const char *extra_headers);
+
 /* ---- loops ------------------------------------------------------------------ */
 
 DX_API int dx_server_loop_count(const dx_server *srv);

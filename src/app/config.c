@@ -237,6 +237,8 @@ static const opt TOP[] = {
     {"max_subscriptions", K_COUNT, OFF(max_subscriptions), 1, 1e6, NULL, NULL},
     {"slow_consumer", K_ENUM, OFF(slow_consumer), 0, 0, NULL, SLOW},
     {"presence", K_BOOL, OFF(presence), 0, 0, NULL, NULL},
+    {"redis", K_STR, OFF(redis), 0, 0, NULL, NULL},
+    {"redis_prefix", K_STR, OFF(redis_prefix), 0, 0, NULL, NULL},
     {"max_message", K_SIZE, OFF(max_message), 1, 0, NULL, NULL},
     {"max_connections", K_COUNT, OFF(max_connections), 0, 1e9, NULL, NULL},
     {"max_per_ip", K_COUNT, OFF(max_per_ip), 0, 1e9, NULL, NULL},

@@ -72,6 +72,8 @@ struct serve_config {
   size_t max_subscriptions;  /* 100 per connection */
   slow_policy slow_consumer; /* SLOW_DROP */
   bool presence;             /* false */
+  const char *redis;         /* Redis backplane URL; NULL: in-process */
+  const char *redis_prefix;  /* its key prefix; NULL: "dx:" */
 
   /* Limits. */
   size_t max_message;     /* 16 MiB (after decompression) */

@@ -12,6 +12,8 @@
 #include <duplex/proto.h>
 
 #include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -25,6 +27,13 @@ typedef struct rt_pending {
   dx_ps_msg *latest; /* RT_SLOW_CONFLATE */
 } rt_pending;
 
+/* A subscribe that waits for the backplane to sync its topic. */
+typedef struct rt_waiting {
+  char topic[DX_PS_TOPIC_MAX + 1];
+  json_t *id; /* the request's "id", or NULL */
+  bool again; /* it replaced a subscription (no presence join) */
+} rt_waiting;
+
 /* Per connection, in the server's per-connection user area. */
 typedef struct rt_conn {
   dx_ps_sub *sub;
@@ -35,6 +44,8 @@ typedef struct rt_conn {
   unsigned strikes;
   rt_pending *pend;
   size_t npend;
+  rt_waiting *wait;
+  size_t nwait;
 } rt_conn;
 
 enum rt_counter {
@@ -53,6 +64,7 @@ enum rt_counter {
   C_API_PUBLISH,
   C_API_UNAUTHORIZED,
   C_WS_PUBLISH,
+  C_UNAVAILABLE,
   C_COUNT
 };
 static const char *const counter_names[C_COUNT] = {
@@ -60,12 +72,20 @@ static const char *const counter_names[C_COUNT] = {
     "forbidden",   "rate_limited",     "too_many_subscriptions",
     "too_large",   "bad_topic",        "origin",
     "auth",        "skipped",          "conflated",
-    "api_publish", "api_unauthorized", "ws_publish"};
+    "api_publish", "api_unauthorized", "ws_publish",
+    "unavailable"};
 
 struct realtime {
   dx_server *srv;
   rt_config cfg;
   dx_pubsub *ps;
+  /* The Redis backplane (--redis) and the loop its connections run on, on
+   * a thread of its own: Redis traffic never waits behind WebSocket work,
+   * and the loops never wait for Redis. */
+  dx_ps_redis *redis;
+  dx_loop *bp_loop;
+  pthread_t bp_thread;
+  bool bp_running;
   _Atomic uint64_t counters[C_COUNT];
 };
 
@@ -234,12 +254,52 @@ static void on_drain(dx_conn *c, void *ud) {
   release_pending(rc);
 }
 
+static void complete_subscribe(realtime *rt, dx_conn *c, dx_ps_sub *sub,
+                               const char *topic);
+
+/* A backplane lost messages of a live subscription (or the topic's stream
+ * restarted): the usual gap notice, in order with the messages. */
+static void send_live_gap(realtime *rt, dx_conn *c, rt_conn *rc,
+                          const char *topic, const dx_ps_gap *g) {
+  rt_pending *p = NULL;
+  for (size_t i = 0; i < rc->npend; i++)
+    if (strcmp(rc->pend[i].topic, topic) == 0) p = &rc->pend[i];
+  if (p && g->reason == DX_PS_GAP_DROPPED) {
+    /* Held back already: one gap covers both, sent when it drains. */
+    if (p->latest) {
+      uint64_t old = dx_ps_msg_seq(p->latest);
+      if (!p->from) p->from = old;
+      dx_ps_msg_decref(p->latest);
+      p->latest = NULL;
+    }
+    if (!p->from) p->from = g->from;
+    p->to = g->to;
+    return;
+  }
+  if (p) forget_pending(rc, topic); /* the old epoch's: meaningless now */
+  json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "op", "gap", "topic",
+                        topic, "from", (json_int_t)g->from, "to",
+                        (json_int_t)g->to, "epoch", g->epoch, "reason",
+                        g->reason == DX_PS_GAP_EPOCH ? "epoch" : "dropped");
+  (void)rt;
+  send_json(c, j);
+}
+
 static void send_to_sub(void *ud, dx_ps_sub *sub, dx_ps_msg *msg) {
   realtime *rt = ud;
   dx_conn *c = dx_ps_sub_user(sub);
   rt_conn *rc = dx_conn_user(c);
+  dx_ps_kind kind = dx_ps_msg_kind(msg);
+  if (kind == DX_PS_READY)
+    return complete_subscribe(rt, c, sub, dx_ps_msg_topic(msg));
+  if (kind == DX_PS_GAP) {
+    dx_ps_gap g;
+    if (dx_ps_msg_gap(msg, &g) == 0)
+      send_live_gap(rt, c, rc, dx_ps_msg_topic(msg), &g);
+    return;
+  }
   bool held = rc->npend != 0; /* keep order behind what is held back */
-  if (dx_ps_msg_seq(msg) != 0 &&
+  if (kind == DX_PS_MESSAGE &&
       (held || (rt->cfg.slow != RT_SLOW_DROP &&
                 dx_conn_buffered(c) > rt->cfg.high_water))) {
     hold_back(rt, c, rc, msg);
@@ -247,7 +307,7 @@ static void send_to_sub(void *ud, dx_ps_sub *sub, dx_ps_msg *msg) {
   }
   size_t n;
   const uint8_t *f = dx_ps_msg_frame(msg, &n);
-  if (dx_ps_msg_seq(msg) == 0) { /* a presence event: origin id, frame */
+  if (kind == DX_PS_BROADCAST) { /* a presence event: origin id, frame */
     uint64_t origin;
     if (n < sizeof origin) return;
     memcpy(&origin, f, sizeof origin);
@@ -380,6 +440,63 @@ static void send_subscribed(realtime *rt, dx_conn *c, json_t *req,
   }
 }
 
+#define UNAVAILABLE_MSG                                                        \
+  "the backplane (Redis) is unreachable; try again shortly"
+
+static void forget_waiting(rt_conn *rc, const char *topic) {
+  for (size_t i = 0; i < rc->nwait; i++) {
+    if (strcmp(rc->wait[i].topic, topic) != 0) continue;
+    json_decref(rc->wait[i].id);
+    rc->wait[i] = rc->wait[--rc->nwait];
+    return;
+  }
+}
+
+static int wait_for(rt_conn *rc, const char *topic, json_t *req, bool again) {
+  rt_waiting *w = realloc(rc->wait, (rc->nwait + 1) * sizeof *w);
+  if (!w) return DX_ENOMEM;
+  rc->wait = w;
+  w = &rc->wait[rc->nwait++];
+  snprintf(w->topic, sizeof w->topic, "%s", topic);
+  w->id = json_incref(json_object_get(req, "id"));
+  w->again = again;
+  return 0;
+}
+
+static void release_waiting(rt_conn *rc) {
+  for (size_t i = 0; i < rc->nwait; i++)
+    json_decref(rc->wait[i].id);
+  free(rc->wait);
+  rc->wait = NULL;
+  rc->nwait = 0;
+}
+
+/* The topic is synced (or could not be): answer the waiting subscribe. */
+static void complete_subscribe(realtime *rt, dx_conn *c, dx_ps_sub *sub,
+                               const char *topic) {
+  rt_conn *rc = dx_conn_user(c);
+  json_t *req = json_object();
+  bool again = false;
+  for (size_t i = 0; i < rc->nwait; i++) {
+    if (strcmp(rc->wait[i].topic, topic) != 0) continue;
+    if (rc->wait[i].id) json_object_set(req, "id", rc->wait[i].id);
+    again = rc->wait[i].again;
+  }
+  char name[DX_PS_TOPIC_MAX + 1];
+  snprintf(name, sizeof name, "%s", topic); /* the topic may go below */
+  forget_waiting(rc, name);
+  dx_ps_subscribed res;
+  int r = dx_ps_subscribe_complete(sub, name, now_ms(), &res);
+  if (r == 0) {
+    send_subscribed(rt, c, req, name, &res);
+    if (res.joined && !again) broadcast_presence(rt, c, name, "join");
+  } else if (r != DX_ESTATE) {
+    send_error(rt, c, req, C_UNAVAILABLE, UNAVAILABLE_MSG);
+  }
+  dx_ps_subscribed_clear(&res);
+  json_decref(req);
+}
+
 static void op_subscribe(realtime *rt, dx_conn *c, json_t *req) {
   rt_conn *rc = dx_conn_user(c);
   const char *topic = topic_of(rt, c, req);
@@ -416,9 +533,19 @@ static void op_subscribe(realtime *rt, dx_conn *c, json_t *req) {
     dx_ps_subscribed_clear(&res);
     rc2 = dx_ps_subscribe(sub, topic, since ? &resume : NULL, now_ms(), &res);
   }
-  if (rc2 == 0) {
+  forget_waiting(rc, topic);
+  if (rc2 == 0 && res.pending) {
+    /* The backplane syncs the topic first; the answer comes with it. */
+    if (wait_for(rc, topic, req, again) < 0) {
+      dx_ps_unsubscribe(sub, topic);
+      send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
+    }
+  } else if (rc2 == 0) {
     send_subscribed(rt, c, req, topic, &res);
     if (res.joined && !again) broadcast_presence(rt, c, topic, "join");
+  } else if (rc2 == DX_EUNAVAIL) {
+    send_error(rt, c, req, C_UNAVAILABLE, UNAVAILABLE_MSG);
+    if (was == 1) broadcast_presence(rt, c, topic, "leave");
   } else {
     send_error(rt, c, req, rc2 == DX_ENOSPC ? C_TOO_MANY_SUBS : C_BAD_REQUEST,
                rc2 == DX_ENOSPC ? "the server is at its topic limit"
@@ -442,11 +569,105 @@ static void op_unsubscribe(realtime *rt, dx_conn *c, json_t *req) {
     return send_json(c, with_id(e, req));
   }
   forget_pending(rc, topic);
+  forget_waiting(rc, topic);
   send_json(
       c, with_id(json_pack("{s:s, s:s}", "op", "unsubscribed", "topic", topic),
                  req));
   if (r == 1) broadcast_presence(rt, c, topic, "leave");
   sweep_topics(rt, false);
+}
+
+/*
+ * A publish's answer. In-process, the registry calls done before
+ * dx_ps_publish_async returns, on this loop: the answer is sent right
+ * there. With Redis, done runs later on the backplane's thread, and the
+ * answer goes through dx_server_send (or dx_server_http_reply), which
+ * post it to the connection's loop. `state` settles which of the two
+ * happened, whichever thread gets there first.
+ */
+enum { PUB_CALLING, PUB_DONE_INLINE, PUB_LATER };
+
+typedef struct pub_wait {
+  realtime *rt;
+  _Atomic int state;
+  uint64_t conn;  /* WebSocket: the connection id */
+  bool http;      /* answers POST /api/publish */
+  uint64_t token; /* HTTP, answered later: dx_http_defer's token */
+  json_t *id;     /* WebSocket: the request's id */
+  char topic[DX_PS_TOPIC_MAX + 1];
+  int rc;
+  dx_ps_published out;
+} pub_wait;
+
+static json_t *pub_answer(const pub_wait *w, int *status) {
+  *status = 200;
+  if (w->rc == 0 && w->http)
+    return json_pack("{s:s, s:I, s:s}", "topic", w->topic, "seq",
+                     (json_int_t)w->out.seq, "epoch", w->out.epoch);
+  if (w->rc == 0) {
+    json_t *j = json_pack("{s:s, s:s, s:I}", "op", "published", "topic",
+                          w->topic, "seq", (json_int_t)w->out.seq);
+    if (w->id) json_object_set(j, "id", w->id);
+    return j;
+  }
+  bool unavail = w->rc == DX_EUNAVAIL;
+  count(w->rt, unavail ? C_UNAVAILABLE : C_BAD_REQUEST);
+  *status = unavail ? 503 : 500;
+  const char *msg = unavail ? UNAVAILABLE_MSG : dx_strerror(w->rc);
+  if (w->http)
+    return json_pack("{s:s, s:s}", "error",
+                     unavail ? "unavailable" : "internal", "message", msg);
+  json_t *j = json_pack("{s:s, s:s, s:s}", "op", "error", "code",
+                        unavail ? "unavailable" : "bad_request", "message", msg);
+  if (w->id) json_object_set(j, "id", w->id);
+  return j;
+}
+
+static void pub_free(pub_wait *w) {
+  json_decref(w->id);
+  free(w);
+}
+
+static void pub_done(void *ud, int rc, const dx_ps_published *out) {
+  pub_wait *w = ud;
+  w->rc = rc;
+  if (rc == 0) w->out = *out;
+  int expect = PUB_CALLING;
+  if (atomic_compare_exchange_strong(&w->state, &expect, PUB_DONE_INLINE))
+    return; /* the caller answers */
+  int status;
+  json_t *j = pub_answer(w, &status);
+  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+  json_decref(j);
+  if (s && w->http) {
+    size_t n = strlen(s);
+    s[n] = '\n';
+    dx_server_http_reply(w->rt->srv, w->token, status, "application/json", s,
+                         n + 1, NULL);
+  } else if (s) {
+    dx_server_send(w->rt->srv, w->conn, DX_OP_TEXT, s, strlen(s));
+  }
+  free(s);
+  pub_free(w);
+}
+
+/* Publishes; returns NULL when the answer is already in *w (the caller
+ * answers and frees), or w when it comes later (do not touch w). */
+static pub_wait *publish_async(realtime *rt, pub_wait *w, const char *s) {
+  int r = dx_ps_publish_async(rt->ps, w->topic, s, strlen(s), now_ms(),
+                              pub_done, w);
+  if (r == DX_ENOSPC) {
+    sweep_topics(rt, true);
+    r = dx_ps_publish_async(rt->ps, w->topic, s, strlen(s), now_ms(),
+                            pub_done, w);
+  }
+  if (r < 0) {
+    w->rc = r;
+    return NULL;
+  }
+  int expect = PUB_CALLING;
+  if (atomic_compare_exchange_strong(&w->state, &expect, PUB_LATER)) return w;
+  return NULL;
 }
 
 static void op_publish(realtime *rt, dx_conn *c, json_t *req) {
@@ -458,19 +679,22 @@ static void op_publish(realtime *rt, dx_conn *c, json_t *req) {
   json_t *data = json_object_get(req, "data");
   if (!data) return send_error(rt, c, req, C_BAD_REQUEST, "publish needs data");
   char *s = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-  if (!s) return send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
-  dx_ps_published out;
-  int r = dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out);
-  if (r == DX_ENOSPC) {
-    sweep_topics(rt, true);
-    r = dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out);
+  pub_wait *w = s ? calloc(1, sizeof *w) : NULL;
+  if (!w) {
+    free(s);
+    return send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
   }
-  free(s);
-  if (r) return send_error(rt, c, req, C_BAD_REQUEST, dx_strerror(r));
+  w->rt = rt;
+  w->conn = dx_conn_id(c);
+  w->id = json_incref(json_object_get(req, "id"));
+  snprintf(w->topic, sizeof w->topic, "%s", topic);
   count(rt, C_WS_PUBLISH);
-  send_json(c, with_id(json_pack("{s:s, s:s, s:I}", "op", "published", "topic",
-                                 topic, "seq", (json_int_t)out.seq),
-                       req));
+  pub_wait *later = publish_async(rt, w, s);
+  free(s);
+  if (later) return;
+  int status;
+  send_json(c, pub_answer(w, &status));
+  pub_free(w);
 }
 
 static void op_presence(realtime *rt, dx_conn *c, json_t *req) {
@@ -645,6 +869,7 @@ static void on_close(dx_conn *c, uint16_t code, const char *reason, size_t len,
     sweep_topics(rt, false);
   }
   release_pending(rc);
+  release_waiting(rc);
   auth_identity_clear(&rc->id);
 }
 
@@ -758,25 +983,42 @@ static void api_publish(dx_http_exchange *x, const dx_http_view *v, void *ud) {
     return reply_code(x, 400, "bad_request", "the body needs \"data\"");
   }
   char *s = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-  dx_ps_published out;
-  int r = s ? dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out)
-            : DX_ENOMEM;
-  if (r == DX_ENOSPC) {
-    sweep_topics(rt, true);
-    r = dx_ps_publish(rt->ps, topic, s, strlen(s), now_ms(), &out);
-  }
-  free(s);
-  if (r) {
-    json_decref(body);
-    return reply_error(x, r == DX_ENOSPC ? 503 : 500,
-                       r == DX_ENOSPC ? "the server is at its topic limit"
-                                      : dx_strerror(r));
-  }
-  count(rt, C_API_PUBLISH);
-  reply_json(x, 200,
-             json_pack("{s:s, s:I, s:s}", "topic", topic, "seq",
-                       (json_int_t)out.seq, "epoch", out.epoch));
+  pub_wait *w = s ? calloc(1, sizeof *w) : NULL;
+  if (w) snprintf(w->topic, sizeof w->topic, "%s", topic);
   json_decref(body);
+  if (!w) {
+    free(s);
+    return reply_error(x, 500, "out of memory");
+  }
+  w->rt = rt;
+  w->http = true;
+  /* With Redis the answer comes later, maybe from the backplane's thread
+   * before dx_ps_publish_async has even returned: defer first. */
+  if (rt->redis) w->token = dx_http_defer(x);
+  count(rt, C_API_PUBLISH);
+  pub_wait *later = publish_async(rt, w, s);
+  free(s);
+  if (later) return;
+  int status;
+  json_t *j = pub_answer(w, &status);
+  if (w->rc == DX_ENOSPC) {
+    json_decref(j);
+    j = json_pack("{s:s, s:s}", "error", "unavailable", "message",
+                  "the server is at its topic limit");
+    status = 503;
+  }
+  if (!w->token) {
+    reply_json(x, status, j);
+  } else {
+    char *out = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    size_t n = out ? strlen(out) : 0;
+    if (out) out[n] = '\n';
+    dx_server_http_reply(rt->srv, w->token, status, "application/json",
+                         out ? out : "", out ? n + 1 : 0, NULL);
+    free(out);
+  }
+  pub_free(w);
 }
 
 static void add_topic(void *ud, const dx_ps_topic_info *t) {
@@ -822,11 +1064,32 @@ static void api_ticket(dx_http_exchange *x, const dx_http_view *v, void *ud) {
                        (int)auth_ticket_ttl(rt->cfg.auth)));
 }
 
+/* 200 when the node can do everything; 503 "degraded" while the Redis
+ * backplane is unreachable or still re-syncing topics after a reconnect
+ * (load balancers then send new clients elsewhere). */
 static void api_healthz(dx_http_exchange *x, const dx_http_view *v, void *ud) {
-  (void)v, (void)ud;
-  static const char ok[] = "{\"status\":\"ok\"}\n";
-  dx_http_respond(x, 200, "application/json", ok, sizeof ok - 1,
-                  "Cache-Control: no-store\r\n");
+  realtime *rt = ud;
+  (void)v;
+  if (!rt->redis) {
+    static const char ok[] = "{\"status\":\"ok\"}\n";
+    dx_http_respond(x, 200, "application/json", ok, sizeof ok - 1,
+                    "Cache-Control: no-store\r\n");
+    return;
+  }
+  dx_ps_redis_status st;
+  dx_ps_redis_status_get(rt->redis, &st);
+  json_t *j = json_pack("{s:s, s:{s:s, s:b, s:I, s:I}}", "status",
+                        st.healthy ? "ok" : "degraded", "redis", "state",
+                        st.healthy     ? "up"
+                        : st.connected ? "syncing"
+                                       : "down",
+                        "connected", st.connected, "syncing",
+                        (json_int_t)st.syncing, "inflight",
+                        (json_int_t)st.inflight);
+  if (j && st.error[0])
+    json_object_set_new(json_object_get(j, "redis"), "error",
+                        json_string(st.error));
+  reply_json_with(x, st.healthy ? 200 : 503, j, "Cache-Control: no-store\r\n");
 }
 
 /* ---- /metrics --------------------------------------------------------------
@@ -989,6 +1252,25 @@ static void api_metrics(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   dx_ps_topics(rt->ps, now_ms(), topic_metric, &ts);
   metric(&b, "duplex_topics_unlisted", "gauge",
          "Topics left out of the per-topic series.", ts.unlisted);
+  if (rt->redis) {
+    dx_ps_redis_status st;
+    dx_ps_redis_status_get(rt->redis, &st);
+    metric(&b, "duplex_redis_up", "gauge",
+           "1 while connected to Redis and every topic is synced.",
+           st.healthy);
+    metric(&b, "duplex_redis_published_total", "counter",
+           "Publishes Redis sequenced for this node.", st.published);
+    metric(&b, "duplex_redis_publish_failed_total", "counter",
+           "Publishes refused or lost because Redis was unreachable.",
+           st.publish_failed);
+    metric(&b, "duplex_redis_received_total", "counter",
+           "Messages received from the Redis channel (all topics).",
+           st.received);
+    metric(&b, "duplex_redis_reconnects_total", "counter",
+           "Reconnections to Redis.", st.reconnects);
+    metric(&b, "duplex_redis_inflight", "gauge",
+           "Publishes waiting for Redis.", st.inflight);
+  }
   dx_http_respond(x, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.n,
                   NULL);
   free(b.p);
@@ -1022,6 +1304,25 @@ realtime *rt_new(dx_server *srv, const rt_config *cfg, char *err,
   rt->srv = srv;
   rt->cfg = *cfg;
   fill_defaults(&rt->cfg);
+  if (rt->cfg.redis_url) {
+    const char *why = NULL;
+    rt->bp_loop = dx_loop_new(&(dx_loop_config){.recv_buffer = 64 << 10});
+    rt->redis = rt->bp_loop ? dx_ps_redis_new(
+                                  &(dx_ps_redis_config){
+                                      .url = rt->cfg.redis_url,
+                                      .loop = rt->bp_loop,
+                                      .history = rt->cfg.history,
+                                      .prefix = rt->cfg.redis_prefix},
+                                  &why)
+                            : NULL;
+    if (!rt->redis) {
+      snprintf(err, errlen, "--redis %s: %s", rt->cfg.redis_url,
+               why ? why : "out of memory");
+      dx_loop_free(rt->bp_loop);
+      free(rt);
+      return NULL;
+    }
+  }
   dx_pubsub_config pc = {.shards = (unsigned)dx_server_loop_count(srv),
                          .history = rt->cfg.history,
                          .history_ms = rt->cfg.history_ms,
@@ -1029,8 +1330,16 @@ realtime *rt_new(dx_server *srv, const rt_config *cfg, char *err,
                          .presence = rt->cfg.presence,
                          .deliver = deliver_hook,
                          .frame = frame_hook,
-                         .ud = rt};
+                         .ud = rt,
+                         .backplane = rt->redis
+                                          ? dx_ps_redis_backplane(rt->redis)
+                                          : NULL};
   rt->ps = dx_pubsub_new(&pc);
+  if (!rt->ps && rt->redis) {
+    /* Not given to a registry: nothing else frees it. */
+    dx_ps_redis_backplane(rt->redis)->free(rt->redis);
+    rt->redis = NULL;
+  }
   dx_route r = {.path = rt->cfg.path,
                 .on_accept = on_accept,
                 .on_open = on_open,
@@ -1058,11 +1367,30 @@ realtime *rt_new(dx_server *srv, const rt_config *cfg, char *err,
   return rt;
 }
 
+static void *bp_main(void *arg) {
+  dx_loop_run(arg);
+  return NULL;
+}
+
 int rt_start(realtime *rt) {
   /* Loop queues are FIFO: each loop learns its shard before any delivery. */
   for (int i = 0; i < dx_server_loop_count(rt->srv); i++) {
     int rc = dx_server_post(rt->srv, i, set_shard, (void *)(intptr_t)i);
     if (rc) return rc;
+  }
+  if (rt->redis) {
+    int rc = dx_ps_redis_start(rt->redis, rt->ps);
+    if (rc) return rc;
+    /* The server takes SIGINT/SIGTERM/SIGHUP through a signalfd, which
+     * only works while every thread blocks them: this one is made with
+     * all signals blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int e = pthread_create(&rt->bp_thread, NULL, bp_main, rt->bp_loop);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) return DX_ENOMEM;
+    rt->bp_running = true;
   }
   return 0;
 }
@@ -1070,6 +1398,11 @@ int rt_start(realtime *rt) {
 void rt_free(realtime *rt) {
   if (!rt) return;
   if (g_rt == rt) g_rt = NULL;
-  dx_pubsub_free(rt->ps);
+  if (rt->bp_running) {
+    dx_loop_stop(rt->bp_loop);
+    pthread_join(rt->bp_thread, NULL);
+  }
+  dx_pubsub_free(rt->ps); /* frees the backplane too */
+  dx_loop_free(rt->bp_loop);
   free(rt);
 }

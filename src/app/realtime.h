@@ -50,6 +50,8 @@ typedef struct rt_config {
   unsigned heartbeat_ms;      /* the server's ping interval, told in hello */
   size_t high_water;          /* the server's soft output limit: past it,
                                  skip/conflate hold messages back; 0: 256 KiB */
+  const char *redis_url;      /* the Redis backplane; NULL: in-process */
+  const char *redis_prefix;   /* its key prefix; NULL: "dx:" */
 } rt_config;
 
 /* Registers the routes on srv (not started yet). NULL with err on failure. */

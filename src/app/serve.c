@@ -38,6 +38,9 @@ static const char *serve_help =
     "  --max-subscriptions N per connection (100)\n"
     "  --presence            member lists and join/leave events\n"
     "  --slow-consumer P     drop | skip | conflate (drop)\n"
+    "  --redis URL           share topics with other nodes through Redis:\n"
+    "                        redis://[[user]:password@]host[:port][/db]\n"
+    "  --redis-prefix P      Redis key and channel prefix (dx:)\n"
     "\n"
     "auth and origins:\n"
     "  --auth MODE           required | optional | off (off)\n"
@@ -202,7 +205,9 @@ enum {
   O_APIKEY,
   O_JWTSECRET,
   O_JWTKEY,
-  O_SHUTCODE
+  O_SHUTCODE,
+  O_REDIS,
+  O_REDISPFX
 };
 
 static const struct option opts[] = {{"port", 1, 0, O_PORT},
@@ -241,6 +246,8 @@ static const struct option opts[] = {{"port", 1, 0, O_PORT},
                                      {"jwt-secret", 1, 0, O_JWTSECRET},
                                      {"jwt-public-key", 1, 0, O_JWTKEY},
                                      {"shutdown-code", 1, 0, O_SHUTCODE},
+                                     {"redis", 1, 0, O_REDIS},
+                                     {"redis-prefix", 1, 0, O_REDISPFX},
                                      {0, 0, 0, 0}};
 
 static bool parse_count(const char *v, long max, long *out) {
@@ -268,6 +275,12 @@ static int apply_flag(serve_opts *o, int ch, const char *v) {
     break;
   case O_ROOT:
     c->root = v;
+    break;
+  case O_REDIS:
+    c->redis = v;
+    break;
+  case O_REDISPFX:
+    c->redis_prefix = v;
     break;
   case O_CERT:
     c->tls_cert = v;
@@ -482,7 +495,9 @@ static realtime *add_realtime(dx_server *srv, serve_opts *o, auth *a) {
                   .origins = o->c.origins,
                   .auth = a,
                   .heartbeat_ms = o->c.ping_interval_ms,
-                  .high_water = o->c.write_limit / 4};
+                  .high_water = o->c.write_limit / 4,
+                  .redis_url = o->c.redis,
+                  .redis_prefix = o->c.redis_prefix};
   char err[256];
   realtime *rt = rt_new(srv, &rc, err, sizeof err);
   if (!rt) fprintf(stderr, "duplex serve: %s\n", err);
@@ -497,6 +512,11 @@ int app_serve(int argc, char **argv) {
   if (!o.c.root && !o.c.echo && o.no_realtime) {
     fprintf(stderr, "duplex serve: nothing to serve: give --root DIR, "
                     "--echo PATH, or drop --no-realtime\n");
+    return APP_USAGE;
+  }
+  if (o.c.redis && o.no_realtime) {
+    fprintf(stderr, "duplex serve: --redis shares the channels of /ws: it "
+                    "cannot go with --no-realtime\n");
     return APP_USAGE;
   }
   char err[512];

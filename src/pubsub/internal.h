@@ -75,7 +75,16 @@ struct dx__ps_topic {
   dx_pubsub *ps;
   pthread_mutex_t lock;
   bool removed;
+  /* A remote backplane's (needs_sync) view: the copy here is trusted
+   * while synced; a sync was asked for and has not answered. */
+  bool synced, syncing;
+  uint32_t npending; /* pending subscriptions */
+  int sync_err;      /* the last failed sync's error */
   uint64_t seq;
+  /* Counts epoch changes while the topic is in memory: a subscription
+   * remembers the one it was made in, so that after a change it takes
+   * only the new epoch's messages (whose seqs start again). */
+  uint64_t gen;
   char epoch[DX_PS_EPOCH_MAX + 1];
   dx_ps_msg **ring; /* history: rcount messages from rhead, seq order */
   size_t rcap, rhead, rcount;
@@ -91,9 +100,14 @@ struct dx__ps_node {
   dx_ps_sub *sub;
   dx__ps_topic *topic; /* holds a reference */
   uint64_t start;      /* first seq dispatched live */
+  uint64_t gen;        /* the topic's gen when start was set */
   dx__ps_node *prev, *next;
   dx__ps_node *snext;
-  bool member; /* counted in the topic's presence entry */
+  bool member;  /* counted in the topic's presence entry */
+  bool pending; /* waiting for the topic's sync (see dx_ps_backplane) */
+  bool resume;  /* pending: the resume it asked for */
+  uint64_t since;
+  char *epoch; /* NULL: none given */
 };
 
 struct dx_ps_sub {
@@ -119,6 +133,9 @@ struct dx__ps_member {
 
 struct dx_ps_msg {
   atomic_size_t refs;
+  uint8_t kind; /* dx_ps_kind */
+  int err;      /* DX_PS_READY: the sync's outcome */
+  uint64_t gen; /* DX_PS_MESSAGE and DX_PS_GAP: the topic's gen */
   uint64_t seq;
   uint64_t time_ms;
   dx__ps_topic *topic; /* holds a reference */
@@ -148,6 +165,11 @@ void dx__ps_unref(dx_pubsub *ps);
 dx__ps_topic *dx__ps_acquire(dx_pubsub *ps, const char *name, bool create,
                              int *err);
 void dx__ps_topic_decref(dx__ps_topic *t);
+/* The local copy's epoch (DX_PS_EPOCH_MAX + 1 bytes) and seq; false when
+ * the topic is not in the registry. */
+bool dx__ps_peek(dx_pubsub *ps, const char *name, char *epoch, uint64_t *seq);
+/* 12 random characters of [A-Za-z0-9] and a NUL. 0 or -EIO. */
+int dx__ps_random_epoch(char *out);
 /* 1..DX_PS_EPOCH_MAX printable ASCII characters, no space. */
 bool dx__ps_epoch_valid(const char *epoch);
 
@@ -160,6 +182,12 @@ void dx__ps_clear(dx__ps_topic *t);
 static inline dx_ps_msg *dx__ps_ring_at(const dx__ps_topic *t, size_t i) {
   return t->ring[(t->rhead + i) % t->rcap];
 }
+
+/* ---- notices (publish.c) ---- */
+/* Hands every shard with subscribers a message of `kind` (DX_PS_GAP: the
+ * gap in *gap; DX_PS_READY: err). t locked. Returns 0, DX_ENOMEM. */
+int dx__ps_notice(dx__ps_topic *t, dx_ps_kind kind, const dx_ps_gap *gap,
+                  int err);
 
 /* ---- messages (msg.c) ---- */
 dx_ps_msg *dx__ps_msg_new(dx_pubsub *ps, const void *data, size_t len);

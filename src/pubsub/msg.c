@@ -53,6 +53,16 @@ void dx_ps_msg_decref(dx_ps_msg *m) {
   dx__ps_topic_decref(t);
 }
 
+dx_ps_kind dx_ps_msg_kind(const dx_ps_msg *m) {
+  return (dx_ps_kind)m->kind;
+}
+
+int dx_ps_msg_gap(const dx_ps_msg *m, dx_ps_gap *out) {
+  if (m->kind != DX_PS_GAP || m->len != sizeof *out) return DX_EINVAL;
+  memcpy(out, m->data, sizeof *out);
+  return 0;
+}
+
 uint64_t dx_ps_msg_seq(const dx_ps_msg *m) {
   return m->seq;
 }

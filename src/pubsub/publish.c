@@ -122,6 +122,7 @@ static int commit(dx__ps_topic *t, dx_ps_msg *m, uint64_t seq,
     if ((rc = build_frame(t, m, seq)) < 0) return rc;
   }
   m->seq = seq;
+  m->gen = t->gen;
   m->time_ms = now_ms;
   m->topic = t;
   atomic_fetch_add(&t->refs, 1);
@@ -144,7 +145,7 @@ static void release(dx_pubsub *ps, dx_ps_msg *m) {
 
 static int local_publish(void *ud, dx_pubsub *ps, const char *topic,
                          const void *data, size_t len, uint64_t now_ms,
-                         dx_ps_published *out) {
+                         dx_ps_done_fn done, void *done_ud) {
   (void)ud;
   dx_ps_msg *m = dx__ps_msg_new(ps, data, len);
   if (!m) return DX_ENOMEM;
@@ -156,29 +157,77 @@ static int local_publish(void *ud, dx_pubsub *ps, const char *topic,
   }
   dx__ps_trim(t, now_ms);
   rc = commit(t, m, t->seq + 1, now_ms);
-  if (rc == 0) {
-    out->seq = t->seq;
-    memcpy(out->epoch, t->epoch, sizeof out->epoch);
-  }
+  dx_ps_published out = {.seq = t->seq};
+  memcpy(out.epoch, t->epoch, sizeof out.epoch);
   pthread_mutex_unlock(&t->lock);
   release(ps, m);
   dx__ps_topic_decref(t);
+  if (rc == 0 && done) done(done_ud, 0, &out);
   return rc;
 }
 
 static const dx_ps_backplane local_backplane = {.publish = local_publish};
 
-int dx_ps_publish(dx_pubsub *ps, const char *topic, const void *data,
-                  size_t len, uint64_t now_ms, dx_ps_published *out) {
-  dx_ps_published tmp;
-  if (!out) out = &tmp;
-  memset(out, 0, sizeof *out);
+int dx_ps_publish_async(dx_pubsub *ps, const char *topic, const void *data,
+                        size_t len, uint64_t now_ms, dx_ps_done_fn done,
+                        void *ud) {
   if (!dx_ps_topic_valid(topic) || (len && !data)) return DX_EINVAL;
   const dx_ps_backplane *bp = ps->bp ? ps->bp : &local_backplane;
-  return bp->publish(bp->ud, ps, topic, data, len, now_ms, out);
+  return bp->publish(bp->ud, ps, topic, data, len, now_ms, done, ud);
+}
+
+static void copy_out(void *ud, int rc, const dx_ps_published *out) {
+  if (rc == 0) *(dx_ps_published *)ud = *out;
+}
+
+int dx_ps_publish(dx_pubsub *ps, const char *topic, const void *data,
+                  size_t len, uint64_t now_ms, dx_ps_published *out) {
+  if (out) memset(out, 0, sizeof *out);
+  /* In-process, done runs before the return; a remote backplane learns
+   * the seq later, when nobody waits for it any more. */
+  bool here = !ps->bp;
+  return dx_ps_publish_async(ps, topic, data, len, now_ms,
+                             here && out ? copy_out : NULL, out);
 }
 
 /* ---- from a backplane ---- */
+
+int dx__ps_notice(dx__ps_topic *t, dx_ps_kind kind, const dx_ps_gap *gap,
+                  int err) {
+  dx_pubsub *ps = t->ps;
+  dx_ps_msg *m = dx__ps_msg_new(ps, gap, gap ? sizeof *gap : 0);
+  if (!m) return DX_ENOMEM;
+  m->kind = (uint8_t)kind;
+  m->err = err;
+  m->gen = t->gen;
+  m->topic = t;
+  atomic_fetch_add(&t->refs, 1);
+  deliver_all(t, m);
+  dx_ps_msg_decref(m);
+  return 0;
+}
+
+/* The stream restarted (a new epoch whose messages up to `seq` this node
+ * will never see): live subscriptions move to it and are told. t locked. */
+static int new_epoch(dx__ps_topic *t, const char *epoch, uint64_t seq) {
+  dx__ps_clear(t);
+  strcpy(t->epoch, epoch);
+  t->gen++;
+  t->seq = seq;
+  dx_ps_gap g = {.reason = DX_PS_GAP_EPOCH, .from = 1, .to = seq};
+  strcpy(g.epoch, epoch);
+  return dx__ps_notice(t, DX_PS_GAP, &g, 0);
+}
+
+/* Messages t->seq+1..seq are lost to this node. t locked. */
+static int hole(dx__ps_topic *t, uint64_t seq) {
+  dx_ps_gap g = {.reason = DX_PS_GAP_DROPPED, .from = t->seq + 1, .to = seq};
+  strcpy(g.epoch, t->epoch);
+  /* The history must stay contiguous for the gap arithmetic. */
+  dx__ps_clear(t);
+  t->seq = seq;
+  return dx__ps_notice(t, DX_PS_GAP, &g, 0);
+}
 
 int dx_ps_ingest(dx_pubsub *ps, const char *topic, const char *epoch,
                  uint64_t seq, const void *data, size_t len, uint64_t now_ms) {
@@ -193,23 +242,51 @@ int dx_ps_ingest(dx_pubsub *ps, const char *topic, const char *epoch,
     dx__ps_msg_discard(ps, m);
     return rc;
   }
-  if (strcmp(t->epoch, epoch) != 0) {
-    dx__ps_clear(t);
-    strcpy(t->epoch, epoch);
-    t->seq = seq - 1;
-  } else if (seq <= t->seq) {
+  if (strcmp(t->epoch, epoch) != 0)
+    rc = new_epoch(t, epoch, seq - 1);
+  else if (seq <= t->seq)
     rc = 1;
-  } else if (seq > t->seq + 1) {
-    /* A hole: the history must stay contiguous for the gap arithmetic. */
-    dx__ps_clear(t);
-    t->seq = seq - 1;
-  }
+  else if (seq > t->seq + 1)
+    rc = hole(t, seq - 1);
   if (rc == 0) {
     dx__ps_trim(t, now_ms);
     rc = commit(t, m, seq, now_ms);
   }
   pthread_mutex_unlock(&t->lock);
   release(ps, m);
+  dx__ps_topic_decref(t);
+  return rc;
+}
+
+int dx_ps_synced(dx_pubsub *ps, const char *topic, const char *epoch,
+                 uint64_t seq, uint64_t now_ms) {
+  if (!dx_ps_topic_valid(topic) || !dx__ps_epoch_valid(epoch)) return DX_EINVAL;
+  int rc;
+  dx__ps_topic *t = dx__ps_acquire(ps, topic, true, &rc);
+  if (!t) return rc;
+  dx__ps_trim(t, now_ms);
+  if (strcmp(t->epoch, epoch) != 0)
+    rc = new_epoch(t, epoch, seq);
+  else if (seq > t->seq)
+    rc = hole(t, seq);
+  t->syncing = false;
+  /* Nobody left to keep it current: the next subscriber syncs again. */
+  t->synced = t->nsubs > 0;
+  if (rc == 0 && t->npending) rc = dx__ps_notice(t, DX_PS_READY, NULL, 0);
+  pthread_mutex_unlock(&t->lock);
+  dx__ps_topic_decref(t);
+  return rc;
+}
+
+int dx_ps_sync_failed(dx_pubsub *ps, const char *topic, int err) {
+  if (!dx_ps_topic_valid(topic) || err >= 0) return DX_EINVAL;
+  int rc;
+  dx__ps_topic *t = dx__ps_acquire(ps, topic, false, &rc);
+  if (!t) return rc;
+  t->syncing = false;
+  t->sync_err = err;
+  if (t->npending) rc = dx__ps_notice(t, DX_PS_READY, NULL, err);
+  pthread_mutex_unlock(&t->lock);
   dx__ps_topic_decref(t);
   return rc;
 }
@@ -227,6 +304,7 @@ int dx_ps_broadcast(dx_pubsub *ps, const char *topic, const void *frame,
     dx__ps_msg_discard(ps, m);
     return rc;
   }
+  m->kind = DX_PS_BROADCAST;
   m->topic = t;
   atomic_fetch_add(&t->refs, 1);
   deliver_all(t, m);

@@ -64,7 +64,7 @@ bool dx_ps_topic_valid(const char *name) {
   return n > 0;
 }
 
-static int random_epoch(char *out) {
+int dx__ps_random_epoch(char *out) {
   static const char abc[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   unsigned char b[EPOCH_LEN];
@@ -85,7 +85,7 @@ bool dx__ps_epoch_valid(const char *e) {
 }
 
 static int make_epoch(dx_pubsub *ps, const char *topic, char *out) {
-  if (!ps->epoch) return random_epoch(out);
+  if (!ps->epoch) return dx__ps_random_epoch(out);
   memset(out, 0, DX_PS_EPOCH_MAX + 1);
   int rc = ps->epoch(ps->ud, topic, out, DX_PS_EPOCH_MAX + 1);
   if (rc < 0) return rc;
@@ -284,6 +284,18 @@ dx__ps_topic *dx__ps_acquire(dx_pubsub *ps, const char *name, bool create,
   return t;
 }
 
+bool dx__ps_peek(dx_pubsub *ps, const char *name, char *epoch,
+                 uint64_t *seq) {
+  int err;
+  dx__ps_topic *t = dx__ps_acquire(ps, name, false, &err);
+  if (!t) return false;
+  memcpy(epoch, t->epoch, DX_PS_EPOCH_MAX + 1);
+  *seq = t->seq;
+  pthread_mutex_unlock(&t->lock);
+  dx__ps_topic_decref(t);
+  return true;
+}
+
 /* ---- listings, sweep, stats ---- */
 
 static void fill_info(const dx__ps_topic *t, dx_ps_topic_info *info) {
@@ -323,8 +335,12 @@ size_t dx_ps_sweep(dx_pubsub *ps, uint64_t now_ms) {
     while ((t = *pp)) {
       pthread_mutex_lock(&t->lock);
       dx__ps_trim(t, now_ms);
-      bool idle = t->nsubs == 0 && t->rcount == 0;
+      /* With a remote backplane, an unsynced copy is only a head start
+       * for the next sync: not worth its memory. */
+      bool stale = ps->bp && ps->bp->needs_sync && !t->synced && !t->syncing;
+      bool idle = t->nsubs == 0 && (t->rcount == 0 || stale);
       if (idle) {
+        dx__ps_clear(t);
         /* Under both locks: a lookup holding a reference sees it under
          * the topic lock and looks again. */
         t->removed = true;

@@ -25,6 +25,9 @@
 #include <assert.h>
 #include <string.h>
 
+static void free_node(dx_pubsub *ps, dx__ps_node *n);
+static bool end_node(dx__ps_node *n);
+
 static size_t sub_size(size_t id_len, size_t info_len) {
   return sizeof(dx_ps_sub) + (id_len ? id_len + 1 : 0) + info_len;
 }
@@ -139,6 +142,47 @@ static void link_node(dx__ps_topic *t, dx__ps_node *n) {
     ps->bp->interest(ps->bp->ud, t->name, true);
 }
 
+static bool needs_sync(const dx_pubsub *ps) {
+  return ps->bp && ps->bp->needs_sync;
+}
+
+/* Answers a subscription on a synced topic: the replay, presence, the
+ * live range. t locked. */
+static int answer(dx__ps_topic *t, dx__ps_node *n, const dx_ps_resume *resume,
+                  dx_ps_subscribed *out) {
+  int rc = take_replay(t, plan(t, resume, out), out);
+  if (rc < 0) return rc;
+  dx_ps_sub *sub = n->sub;
+  if (t->ps->presence && sub->member_id) {
+    if ((rc = dx__ps_member_join(t, sub, &out->joined)) < 0) return rc;
+    n->member = true;
+  }
+  n->start = t->seq + 1;
+  n->gen = t->gen;
+  out->seq = t->seq;
+  memcpy(out->epoch, t->epoch, sizeof out->epoch);
+  return 0;
+}
+
+/* A subscription that waits for the topic's sync keeps its resume. */
+static int park(dx__ps_topic *t, dx__ps_node *n, const dx_ps_resume *resume,
+                dx_ps_subscribed *out) {
+  dx_pubsub *ps = t->ps;
+  if (resume && resume->epoch) {
+    size_t el = strlen(resume->epoch);
+    if (el > DX_PS_EPOCH_MAX) el = DX_PS_EPOCH_MAX;
+    if (!(n->epoch = dx__ps_alloc(ps, el + 1))) return DX_ENOMEM;
+    memcpy(n->epoch, resume->epoch, el);
+    n->epoch[el] = '\0';
+  }
+  n->resume = resume != NULL;
+  n->since = resume ? resume->since : 0;
+  n->pending = true;
+  n->start = UINT64_MAX;
+  out->pending = true;
+  return 0;
+}
+
 int dx_ps_subscribe(dx_ps_sub *sub, const char *topic,
                     const dx_ps_resume *resume, uint64_t now_ms,
                     dx_ps_subscribed *out) {
@@ -150,21 +194,20 @@ int dx_ps_subscribe(dx_ps_sub *sub, const char *topic,
   dx__ps_node *n = dx__ps_alloc(ps, sizeof *n);
   if (!n) return DX_ENOMEM;
   memset(n, 0, sizeof *n);
+  n->sub = sub;
   int rc;
   dx__ps_topic *t = dx__ps_acquire(ps, topic, true, &rc);
   if (!t) goto fail;
   dx__ps_trim(t, now_ms);
-  if ((rc = take_replay(t, plan(t, resume, out), out)) < 0) goto fail_locked;
-  if (ps->presence && sub->member_id) {
-    if ((rc = dx__ps_member_join(t, sub, &out->joined)) < 0) goto fail_locked;
-    n->member = true;
+  bool wait = needs_sync(ps) && !t->synced;
+  rc = wait ? park(t, n, resume, out) : answer(t, n, resume, out);
+  if (rc == 0 && wait && !t->syncing) {
+    if ((rc = ps->bp->sync(ps->bp->ud, t->name)) == 0) t->syncing = true;
   }
-  n->sub = sub;
+  if (rc < 0) goto fail_locked;
   n->topic = t; /* the reference acquire took */
-  n->start = t->seq + 1;
   link_node(t, n);
-  out->seq = t->seq;
-  memcpy(out->epoch, t->epoch, sizeof out->epoch);
+  if (wait) t->npending++;
   pthread_mutex_unlock(&t->lock);
 
   n->snext = sub->nodes;
@@ -178,7 +221,7 @@ fail_locked:
   dx__ps_topic_decref(t);
 fail:
   dx_ps_subscribed_clear(out);
-  dx__ps_free(ps, n, sizeof *n);
+  free_node(ps, n);
   return rc;
 }
 
@@ -188,6 +231,42 @@ void dx_ps_subscribed_clear(dx_ps_subscribed *out) {
   if (out->replay)
     dx__ps_free(out->ps_, out->replay, out->nreplay * sizeof *out->replay);
   memset(out, 0, sizeof *out);
+}
+
+static void free_node(dx_pubsub *ps, dx__ps_node *n) {
+  if (n->epoch) dx__ps_free(ps, n->epoch, strlen(n->epoch) + 1);
+  dx__ps_free(ps, n, sizeof *n);
+}
+
+int dx_ps_subscribe_complete(dx_ps_sub *sub, const char *topic,
+                             uint64_t now_ms, dx_ps_subscribed *out) {
+  dx_pubsub *ps = sub->ps;
+  memset(out, 0, sizeof *out);
+  out->ps_ = ps;
+  dx__ps_node **pp = topic ? find_node(sub, topic) : NULL, *n;
+  if (!pp || !(*pp)->pending) return DX_ESTATE;
+  n = *pp;
+  dx__ps_topic *t = n->topic;
+  pthread_mutex_lock(&t->lock);
+  int rc = t->synced ? 0 : (t->sync_err ? t->sync_err : DX_EUNAVAIL);
+  if (rc == 0) {
+    dx__ps_trim(t, now_ms);
+    dx_ps_resume r = {.since = n->since, .epoch = n->epoch};
+    rc = answer(t, n, n->resume ? &r : NULL, out);
+  }
+  if (rc == 0) {
+    n->pending = false;
+    t->npending--;
+  }
+  pthread_mutex_unlock(&t->lock);
+  if (rc < 0) {
+    /* Failed: the subscription ends (the member never joined). */
+    *pp = n->snext;
+    end_node(n);
+    dx_ps_subscribed_clear(out);
+    out->ps_ = ps;
+  }
+  return rc;
 }
 
 /* Unlinks and frees n (already off its sub's list). Returns whether its
@@ -208,12 +287,16 @@ static bool end_node(dx__ps_node *n) {
   else
     sh->tail = n->prev;
   sh->count--;
+  if (n->pending) t->npending--;
   bool left = n->member && dx__ps_member_leave(t, n->sub);
-  if (--t->nsubs == 0 && ps->bp && ps->bp->interest)
-    ps->bp->interest(ps->bp->ud, t->name, false);
+  if (--t->nsubs == 0) {
+    /* Nobody keeps the copy current any more. */
+    t->synced = false;
+    if (ps->bp && ps->bp->interest) ps->bp->interest(ps->bp->ud, t->name, false);
+  }
   pthread_mutex_unlock(&t->lock);
   n->sub->count--;
-  dx__ps_free(ps, n, sizeof *n);
+  free_node(ps, n);
   atomic_fetch_sub(&ps->nsubs, 1);
   dx__ps_topic_decref(t);
   return left;
@@ -244,6 +327,32 @@ size_t dx_ps_unsubscribe_all(dx_ps_sub *sub,
   return count;
 }
 
+/* Whether n should be handed msg; moves n to a new epoch. */
+static bool wants(dx__ps_node *n, const dx_ps_msg *msg) {
+  if (n->pending) return msg->kind == DX_PS_READY;
+  switch ((dx_ps_kind)msg->kind) {
+  case DX_PS_MESSAGE:
+    return n->gen == msg->gen && n->start <= msg->seq;
+  case DX_PS_BROADCAST:
+    return true;
+  case DX_PS_GAP: {
+    dx_ps_gap g;
+    dx_ps_msg_gap(msg, &g);
+    if (g.reason != DX_PS_GAP_EPOCH)
+      return n->gen == msg->gen && n->start <= g.from;
+    /* Subscribed before the change (an older gen): told, and moved on. A
+     * newer subscription began in the new epoch already. */
+    if (n->gen >= msg->gen) return false;
+    n->gen = msg->gen;
+    n->start = g.to + 1;
+    return true;
+  }
+  case DX_PS_READY:
+    return false;
+  }
+  return false;
+}
+
 size_t dx_ps_dispatch(dx_pubsub *ps, unsigned shard, dx_ps_msg *msg,
                       void (*fn)(void *ud, dx_ps_sub *sub, dx_ps_msg *msg),
                       void *ud) {
@@ -255,7 +364,7 @@ size_t dx_ps_dispatch(dx_pubsub *ps, unsigned shard, dx_ps_msg *msg,
   /* iter, not n->next: fn may end n, or the node after it. */
   for (dx__ps_node *n = sh->head; n; n = sh->iter) {
     sh->iter = n->next;
-    if (msg->seq == 0 || n->start <= msg->seq) {
+    if (wants(n, msg)) {
       fn(ud, n->sub, msg);
       calls++;
     }

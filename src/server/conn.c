@@ -377,6 +377,28 @@ int dx_http_respond(dx_http_exchange *x, int status, const char *content_type,
   return rc;
 }
 
+uint64_t dx_http_defer(dx_http_exchange *x) {
+  if (x->answered) return 0;
+  dx_conn *c = x->c;
+  x->answered = true;
+  c->keep_alive = x->keep_alive;
+  c->awaiting = true;
+  /* Like a response being written: pipelined bytes wait in c->head. */
+  c->phase = DX__RESPOND;
+  c->t_stall = 0;
+  return c->id;
+}
+
+void dx__conn_http_reply(dx_conn *c, int status, const char *content_type,
+                         const void *body, size_t len,
+                         const char *extra_headers) {
+  if (!c->awaiting) return;
+  c->awaiting = false;
+  dx_http_exchange x = {.c = c, .keep_alive = c->keep_alive};
+  if (dx_http_respond(&x, status, content_type, body, len, extra_headers) < 0)
+    dx__conn_destroy(c);
+}
+
 static void call_http_route(dx_conn *c, const dx__http_route *h,
                             const req_ctx *rq, const uint8_t *body,
                             size_t body_len) {
@@ -863,6 +885,7 @@ static int write_http(dx_conn *c) {
 
 static int write_http_body(dx_conn *c) {
   if (c->tls && flush_tls(c) < 0) return -1;
+  if (c->awaiting) return 0; /* the answer is not there yet */
   while (c->out_off < c->out_len) {
     ssize_t k = sock_send(c, c->out + c->out_off, c->out_len - c->out_off);
     if (k < 0) return -1;

@@ -92,6 +92,7 @@ struct dx_conn {
   bool first_request : 1;
   bool deflate_charged : 1;
   bool fresh : 1; /* upgraded; trim the output once the 101 is out */
+  bool awaiting : 1; /* a deferred HTTP answer (dx_http_defer) is owed */
   /* user data follows, aligned */
   _Alignas(16) unsigned char user[];
 };
@@ -170,5 +171,10 @@ bool dx__ip_acquire(dx_server *srv, const dx_conn *c);
 void dx__ip_release(dx_server *srv, const dx_conn *c);
 void dx__log(dx_server *srv, const char *event, const dx_conn *c,
              const char *path, int status, int code, const char *detail);
+
+/* Answers a request deferred with dx_http_defer (loop thread). */
+void dx__conn_http_reply(dx_conn *c, int status, const char *content_type,
+                         const void *body, size_t len,
+                         const char *extra_headers);
 
 #endif

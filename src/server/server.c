@@ -520,10 +520,18 @@ static void run_posted(void *arg) {
   posted *p = arg;
   dx_conn *c = dx__sl_lookup(p->sl, p->id);
   if (c && !c->dead) {
-    if (p->kind == 0)
+    if (p->kind == 0) {
       dx_conn_send(c, p->op, p->data, p->len);
-    else
+    } else if (p->kind == 1) {
       dx_conn_close(c, p->code, (const char *)p->data);
+    } else { /* an HTTP reply: content type, extra headers, then the body */
+      const char *ct = (const char *)p->data;
+      const char *extra = ct + strlen(ct) + 1;
+      const uint8_t *body = (const uint8_t *)extra + strlen(extra) + 1;
+      size_t blen = p->len - (size_t)(body - p->data);
+      dx__conn_http_reply(c, p->code, *ct ? ct : NULL, body, blen,
+                          *extra ? extra : NULL);
+    }
   }
   free(p);
 }
@@ -550,6 +558,23 @@ static int post(dx_server *srv, uint64_t id, int kind, dx_opcode op,
 int dx_server_send(dx_server *srv, uint64_t id, dx_opcode op, const void *data,
                    size_t len) {
   return post(srv, id, 0, op, 0, data, len);
+}
+
+int dx_server_http_reply(dx_server *srv, uint64_t token, int status,
+                         const char *content_type, const void *body,
+                         size_t len, const char *extra_headers) {
+  if (status < 100 || status > 999 || (len && !body)) return DX_EINVAL;
+  size_t cl = content_type ? strlen(content_type) : 0;
+  size_t el = extra_headers ? strlen(extra_headers) : 0;
+  if (len > SIZE_MAX - cl - el - 2) return DX_ENOMEM;
+  uint8_t *buf = malloc(cl + el + 2 + len);
+  if (!buf) return DX_ENOMEM;
+  memcpy(buf, content_type ? content_type : "", cl + 1);
+  memcpy(buf + cl + 1, extra_headers ? extra_headers : "", el + 1);
+  if (len) memcpy(buf + cl + el + 2, body, len);
+  int rc = post(srv, token, 2, 0, (uint16_t)status, buf, cl + el + 2 + len);
+  free(buf);
+  return rc;
 }
 
 int dx_server_close(dx_server *srv, uint64_t id, uint16_t code,

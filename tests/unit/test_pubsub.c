@@ -167,7 +167,12 @@ static void on_msg(void *ud, dx_ps_sub *sub, dx_ps_msg *msg) {
   if (r->n >= 64) return;
   size_t len;
   const char *d = dx_ps_msg_frame(msg, &len);
-  snprintf(r->data[r->n], sizeof r->data[0], "%.*s", (int)len, d);
+  dx_ps_gap g;
+  if (dx_ps_msg_gap(msg, &g) == 0)
+    snprintf(r->data[r->n], sizeof r->data[0], "gap%d:%llu-%llu", g.reason,
+             (unsigned long long)g.from, (unsigned long long)g.to);
+  else
+    snprintf(r->data[r->n], sizeof r->data[0], "%.*s", (int)len, d);
   r->seqs[r->n++] = dx_ps_msg_seq(msg);
 }
 
@@ -843,10 +848,13 @@ typedef struct fake_bp {
 
 static int bp_publish(void *ud, dx_pubsub *ps, const char *topic,
                       const void *data, size_t len, uint64_t now_ms,
-                      dx_ps_published *out) {
+                      dx_ps_done_fn done, void *done_ud) {
   fake_bp *bp = ud;
-  (void)out; /* assigned later, remotely */
-  return dx_ps_ingest(ps, topic, "R1", bp->next++, data, len, now_ms);
+  uint64_t seq = bp->next++;
+  int rc = dx_ps_ingest(ps, topic, "R1", seq, data, len, now_ms);
+  if (rc < 0) return rc;
+  if (done) done(done_ud, 0, &(dx_ps_published){.seq = seq, .epoch = "R1"});
+  return 0;
 }
 
 static void bp_interest(void *ud, const char *topic, bool on) {
@@ -862,9 +870,16 @@ static void bp_free(void *ud) {
   ((fake_bp *)ud)->freed++;
 }
 
+static void got_published(void *ud, int rc, const dx_ps_published *out) {
+  *(uint64_t *)ud = rc == 0 ? out->seq : 0;
+}
+
 static void test_backplane(void) {
   fake_bp fb = {.next = 100};
-  dx_ps_backplane bp = {bp_publish, bp_interest, bp_free, &fb};
+  dx_ps_backplane bp = {.publish = bp_publish,
+                        .interest = bp_interest,
+                        .free = bp_free,
+                        .ud = &fb};
   env e;
   CHECK(env_open(&e, (dx_pubsub_config){.backplane = &bp}));
   rec r1 = {0}, r2 = {0};
@@ -872,16 +887,27 @@ static void test_backplane(void) {
   dx_ps_sub *s2 = dx_ps_sub_new(e.ps, 0, &r2, NULL);
   dx_ps_subscribed r;
   CHECK_INT(dx_ps_subscribe(s1, "t", NULL, 0, &r), 0);
+  CHECK(!r.pending); /* no needs_sync: answered at once */
   CHECK_INT(dx_ps_subscribe(s2, "t", NULL, 0, &r), 0);
   CHECK_INT(fb.on, 1);
   CHECK_INT(pub(&e, "t", "a", 0), 0); /* seq comes later */
-  CHECK_INT(pub(&e, "t", "b", 0), 0);
-  CHECK_INT(drain(&e, 0), 4);
-  CHECK_INT(r1.seqs[0], 100);
-  CHECK_INT(r1.seqs[1], 101);
+  uint64_t seq = 0;
+  CHECK_INT(dx_ps_publish_async(e.ps, "t", "b", 1, 0, got_published, &seq), 0);
+  CHECK_INT(seq, 101); /* through done */
+  /* The subscriptions began in the topic's local epoch: the sequencer's
+   * stream replaces it, and they are told (1..99 of it are not theirs). */
+  CHECK_INT(drain(&e, 0), 6);
+  CHECK_STR(r1.data[0], "gap2:1-99"); /* DX_PS_GAP_EPOCH */
+  CHECK_INT(r1.seqs[1], 100);
+  CHECK_INT(r1.seqs[2], 101);
   /* The ingest rules: a duplicate, a hole, a new epoch. */
   CHECK_INT(dx_ps_ingest(e.ps, "t", "R1", 101, "b", 1, 0), 1);
   CHECK_INT(dx_ps_ingest(e.ps, "t", "R1", 104, "e", 1, 0), 0);
+  /* Live subscribers are told of the hole, then get 104. */
+  CHECK_INT(drain(&e, 0), 4);
+  CHECK_STR(r1.data[3], "gap3:102-103"); /* DX_PS_GAP_DROPPED */
+  CHECK_INT(r1.seqs[4], 104);
+  CHECK_STR(r2.data[3], "gap3:102-103");
   dx_ps_sub *s3 = dx_ps_sub_new(e.ps, 0, NULL, NULL);
   CHECK_INT(dx_ps_subscribe(s3, "t", &(dx_ps_resume){101, "R1"}, 0, &r), 0);
   CHECK_INT(r.gap, DX_PS_GAP_HISTORY);
@@ -889,12 +915,23 @@ static void test_backplane(void) {
   CHECK_INT(r.gap_to, 103);
   CHECK(replay_is(&r, 104, 104));
   dx_ps_subscribed_clear(&r);
-  CHECK_INT(dx_ps_ingest(e.ps, "t", "R2", 1, "z", 1, 0), 0);
   CHECK_INT(dx_ps_unsubscribe(s3, "t"), 0);
+  /* A new epoch starting at 3: live subscribers learn it (1..2 of it are
+   * lost to them), then take its messages although their seqs are lower
+   * than the old epoch's. */
+  CHECK_INT(dx_ps_ingest(e.ps, "t", "R2", 3, "z", 1, 0), 0);
+  CHECK_INT(dx_ps_ingest(e.ps, "t", "R2", 4, "y", 1, 0), 0);
+  CHECK_INT(drain(&e, 0), 6);
+  CHECK_STR(r1.data[5], "gap2:1-2");
+  CHECK_INT(r1.seqs[6], 3);
+  CHECK_INT(r1.seqs[7], 4);
+  CHECK_INT(r1.n, 8);
+  CHECK_INT(r2.n, 8);
   CHECK_INT(dx_ps_subscribe(s3, "t", &(dx_ps_resume){104, "R1"}, 0, &r), 0);
   CHECK_STR(r.epoch, "R2");
   CHECK_INT(r.gap, DX_PS_GAP_EPOCH);
-  CHECK(replay_is(&r, 1, 1));
+  CHECK_INT(r.gap_to, 2);
+  CHECK(replay_is(&r, 3, 4));
   dx_ps_subscribed_clear(&r);
   CHECK_INT(dx_ps_ingest(e.ps, "t", "", 2, "z", 1, 0), DX_EINVAL);
   CHECK_INT(dx_ps_ingest(e.ps, "t", "R2", 0, "z", 1, 0), DX_EINVAL);
@@ -907,6 +944,147 @@ static void test_backplane(void) {
   CHECK_INT(fb.off, 1);
   env_close(&e);
   CHECK_INT(fb.freed, 1);
+  CHECK_INT(atomic_load(&live_bytes), 0);
+}
+
+/* ---- syncing backplanes (needs_sync): pending subscriptions ---- */
+
+typedef struct sync_bp {
+  int syncs;
+  int fail; /* sync returns this */
+  char last[DX_PS_TOPIC_MAX + 1];
+} sync_bp;
+
+static int sbp_sync(void *ud, const char *topic) {
+  sync_bp *b = ud;
+  if (b->fail) return b->fail;
+  b->syncs++;
+  strcpy(b->last, topic);
+  return 0;
+}
+
+static int sbp_publish(void *ud, dx_pubsub *ps, const char *topic,
+                       const void *data, size_t len, uint64_t now_ms,
+                       dx_ps_done_fn done, void *done_ud) {
+  (void)ud, (void)ps, (void)topic, (void)data, (void)len, (void)now_ms;
+  (void)done, (void)done_ud;
+  return DX_EUNAVAIL;
+}
+
+/* A subscriber that answers READY the way an app does. */
+typedef struct waiter {
+  rec r;
+  int ready_rc;
+  dx_ps_subscribed res;
+  bool answered;
+} waiter;
+
+static void on_ready(void *ud, dx_ps_sub *sub, dx_ps_msg *msg) {
+  uint64_t now = *(uint64_t *)ud;
+  waiter *w = dx_ps_sub_user(sub);
+  if (dx_ps_msg_kind(msg) != DX_PS_READY) {
+    on_msg(NULL, sub, msg);
+    return;
+  }
+  w->answered = true;
+  w->ready_rc =
+      dx_ps_subscribe_complete(sub, dx_ps_msg_topic(msg), now, &w->res);
+}
+
+static size_t drain_ready(env *e, unsigned shard) {
+  size_t n = 0;
+  dx_ps_msg *m;
+  uint64_t now = 0;
+  while ((m = q_pop(&e->q[shard], false))) {
+    n += dx_ps_dispatch(e->ps, shard, m, on_ready, &now);
+    dx_ps_msg_decref(m);
+  }
+  return n;
+}
+
+static void test_sync(void) {
+  sync_bp sb = {0};
+  dx_ps_backplane bp = {.publish = sbp_publish,
+                        .sync = sbp_sync,
+                        .ud = &sb,
+                        .needs_sync = true};
+  env e;
+  CHECK(env_open(&e, (dx_pubsub_config){.backplane = &bp, .shards = 2}));
+  waiter w1 = {0}, w2 = {0}, w3 = {0};
+  dx_ps_sub *s1 = dx_ps_sub_new(e.ps, 0, &w1, NULL);
+  dx_ps_sub *s2 = dx_ps_sub_new(e.ps, 1, &w2, NULL);
+  dx_ps_sub *s3 = dx_ps_sub_new(e.ps, 1, &w3, NULL);
+  dx_ps_subscribed r;
+  /* The first subscription waits, and asks for one sync. */
+  CHECK_INT(dx_ps_subscribe(s1, "t", &(dx_ps_resume){5, "S1"}, 0, &r), 0);
+  CHECK(r.pending);
+  CHECK_INT(r.nreplay, 0);
+  CHECK_INT(sb.syncs, 1);
+  CHECK_STR(sb.last, "t");
+  CHECK_INT(dx_ps_subscribe(s2, "t", NULL, 0, &r), 0);
+  CHECK(r.pending);
+  CHECK_INT(sb.syncs, 1); /* one is under way */
+  CHECK_INT(dx_ps_subscribe_complete(s1, "t", 0, &r), DX_EUNAVAIL);
+  /* (not synced yet: that ended s1's subscription) */
+  CHECK_INT(dx_ps_sub_count(s1), 0);
+  CHECK_INT(dx_ps_subscribe(s1, "t", &(dx_ps_resume){5, "S1"}, 0, &r), 0);
+  CHECK(r.pending);
+  /* The backplane catches up: messages 4..7 of epoch S1 (1..3 trimmed). */
+  for (uint64_t i = 4; i <= 7; i++)
+    CHECK_INT(dx_ps_ingest(e.ps, "t", "S1", i, "m", 1, 0), 0);
+  CHECK_INT(dx_ps_synced(e.ps, "t", "S1", 7, 0), 0);
+  CHECK_INT(drain_ready(&e, 0), 1);
+  CHECK_INT(drain_ready(&e, 1), 1);
+  CHECK(w1.answered && w2.answered);
+  CHECK_INT(w1.ready_rc, 0);
+  CHECK_INT(w1.res.seq, 7);
+  CHECK_STR(w1.res.epoch, "S1");
+  CHECK_INT(w1.res.gap, DX_PS_GAP_NONE);
+  CHECK(replay_is(&w1.res, 6, 7)); /* since 5 */
+  CHECK_INT(w2.ready_rc, 0);
+  CHECK_INT(w2.res.nreplay, 0);
+  CHECK_INT(w1.r.n + w2.r.n, 0); /* pending ones got no message */
+  dx_ps_subscribed_clear(&w1.res);
+  dx_ps_subscribed_clear(&w2.res);
+  CHECK_INT(dx_ps_subscribe_complete(s1, "t", 0, &r), DX_ESTATE);
+  /* Synced: the next subscription is answered at once, live from 8. */
+  CHECK_INT(dx_ps_subscribe(s3, "t", NULL, 0, &r), 0);
+  CHECK(!r.pending);
+  CHECK_INT(r.seq, 7);
+  CHECK_INT(dx_ps_ingest(e.ps, "t", "S1", 8, "x", 1, 0), 0);
+  CHECK_INT(drain_ready(&e, 0), 1);
+  CHECK_INT(drain_ready(&e, 1), 2);
+  CHECK_INT(w1.r.seqs[0], 8);
+  CHECK_INT(w3.r.seqs[0], 8);
+  /* A resync after a reconnect finds more than it can get: a hole. */
+  CHECK_INT(dx_ps_synced(e.ps, "t", "S1", 20, 0), 0);
+  CHECK_INT(drain_ready(&e, 0), 1);
+  CHECK_STR(w1.r.data[1], "gap3:9-20");
+  /* The last subscriber leaves: the copy is no longer trusted. */
+  dx_ps_unsubscribe(s1, "t");
+  dx_ps_unsubscribe(s2, "t");
+  dx_ps_unsubscribe(s3, "t");
+  CHECK_INT(dx_ps_subscribe(s3, "t", NULL, 0, &r), 0);
+  CHECK(r.pending);
+  CHECK_INT(sb.syncs, 2);
+  /* A failed sync ends the pending subscriptions with its error. */
+  CHECK_INT(dx_ps_sync_failed(e.ps, "t", DX_EUNAVAIL), 0);
+  w3.answered = false;
+  CHECK_INT(drain_ready(&e, 1), 1);
+  CHECK(w3.answered);
+  CHECK_INT(w3.ready_rc, DX_EUNAVAIL);
+  CHECK_INT(dx_ps_sub_count(s3), 0);
+  dx_ps_subscribed_clear(&w3.res);
+  /* And a sync that cannot even be asked for fails the subscribe. */
+  sb.fail = DX_ENOMEM;
+  CHECK_INT(dx_ps_subscribe(s3, "t", NULL, 0, &r), DX_ENOMEM);
+  CHECK_INT(dx_ps_sub_count(s3), 0);
+  /* Publishing goes to the backplane, whose error comes back. */
+  CHECK_INT(dx_ps_publish(e.ps, "t", "p", 1, 0, NULL), DX_EUNAVAIL);
+  dx_ps_sub_free(s1);
+  dx_ps_sub_free(s2);
+  dx_ps_sub_free(s3);
+  env_close(&e);
   CHECK_INT(atomic_load(&live_bytes), 0);
 }
 
@@ -1175,6 +1353,7 @@ int main(void) {
   RUN_PS(test_max_topics);
   RUN_PS(test_frame_hook);
   RUN_PS(test_backplane);
+  RUN_PS(test_sync);
   RUN_PS(test_failmalloc);
   RUN_PS(test_stress_1_publisher);
   RUN_PS(test_stress_4_publishers);

@@ -1,0 +1,1095 @@
+/*
+ * The Redis backplane: topics shared by several nodes (pubsub.h, "the
+ * Redis backplane", has the model and the keys).
+ *
+ * THREADS
+ * Publishers (any thread) and the registry's hooks (shard threads, under a
+ * topic lock) only touch what r->mu guards: the publish queue, the topic
+ * table's want/sync flags, the dirty list, the status. They never call
+ * hiredis: they queue and kick the backplane's loop, whose thread does
+ * all the I/O and every call back into the registry. That is why the
+ * registry's hooks can be called under its locks: nothing here calls the
+ * registry while holding r->mu, and the loop thread holds no registry lock
+ * when it takes r->mu.
+ *
+ * TWO CONNECTIONS, ONE CHANNEL
+ * RESP2 allows nothing but (un)subscribing on a subscribed connection, so
+ * commands go on one and the channel on the other. Every node subscribes
+ * to ONE channel that carries every topic's messages, and drops those of
+ * topics it has no subscriber for. Per-topic channels would spare a node
+ * the traffic of topics it does not serve, at the price of a SUBSCRIBE
+ * and UNSUBSCRIBE for every topic that gains or loses its last local
+ * subscriber, and of the window between them (hiredis 0.14 drops a
+ * channel's callback when an UNSUBSCRIBE crosses a new SUBSCRIBE). One
+ * channel has no window: it is subscribed before any topic syncs.
+ *
+ * WHY NOTHING IS LOST OR DOUBLED
+ * A sync runs one script that reads the topic's epoch, seq and the stream
+ * after what this node has, atomically. The channel subscription was
+ * confirmed before the script was sent, so every message with a seq past
+ * the script's is on the channel after it. Channel messages of a topic
+ * that is syncing are held until the script's answer is applied, then
+ * ingested: dx_ps_ingest drops the ones the answer already had (seq <=)
+ * and the rest follow in order. A lost connection marks every topic stale;
+ * the reconnect re-subscribes first, then syncs each again the same way.
+ */
+#include "pubsub/internal.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#define DEFAULT_TTL_MS (24ULL * 3600 * 1000)
+#define DEFAULT_INFLIGHT 10000
+#define DEFAULT_TIMEOUT_MS 3000
+#define BACKOFF_BASE_MS 100
+#define BACKOFF_CAP_MS 5000
+#define PING_EVERY_MS 1000
+#define TICK_MS 250
+/* Channel messages held for one topic while it syncs. Past it, the held
+ * ones are dropped and the topic syncs again (the history has them). */
+#define HOLD_MAX 10000
+
+/* KEYS: hash, stream. ARGV: data, new epoch, history, ttl, channel, topic.
+ * The epoch is made here when the hash is missing: the only time a topic's
+ * stream restarts is when Redis lost (or expired) it. */
+static const char publish_lua[] =
+    "local e = redis.call('HGET', KEYS[1], 'epoch')\n"
+    "if not e then\n"
+    "  e = ARGV[2]\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "  redis.call('HSET', KEYS[1], 'epoch', e, 'seq', 0)\n"
+    "end\n"
+    "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
+    "if tonumber(ARGV[3]) > 0 then\n"
+    "  local t = redis.call('TIME')\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'd',\n"
+    "             ARGV[1], 't', t[1] .. string.format('%03d',\n"
+    "             math.floor(t[2] / 1000)))\n"
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+    "redis.call('PUBLISH', ARGV[5], ARGV[6] .. '\\n' .. e .. '\\n' .. seq ..\n"
+    "           '\\n' .. ARGV[1])\n"
+    "return {seq, e}\n";
+
+/* KEYS: hash, stream. ARGV: our epoch, our seq, new epoch, ttl, history.
+ * Returns {epoch, seq, entries after ours (or all, another epoch), time}.
+ * Making the epoch on a read too means every node agrees on it before the
+ * first publish. */
+static const char sync_lua[] =
+    "local e = redis.call('HGET', KEYS[1], 'epoch')\n"
+    "if not e then\n"
+    "  e = ARGV[3]\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "  redis.call('HSET', KEYS[1], 'epoch', e, 'seq', 0)\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+    "local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))\n"
+    "local from = 1\n"
+    "if e == ARGV[1] then from = tonumber(ARGV[2]) + 1 end\n"
+    "local entries = {}\n"
+    "if from <= seq and tonumber(ARGV[5]) > 0 then\n"
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+    "  entries = redis.call('XRANGE', KEYS[2], from .. '-0', '+')\n"
+    "end\n"
+    "local t = redis.call('TIME')\n"
+    "return {e, seq, entries, t[1] .. string.format('%03d',\n"
+    "        math.floor(t[2] / 1000))}\n";
+
+enum { T_IDLE, T_SYNCING, T_LIVE };
+
+typedef struct held {
+  struct held *next;
+  uint64_t seq;
+  size_t len;
+  char epoch[DX_PS_EPOCH_MAX + 1];
+  uint8_t data[];
+} held;
+
+/* The backplane's view of one topic. */
+typedef struct rtopic {
+  struct rtopic *next;       /* hash chain; r->mu */
+  struct rtopic *dirty_next; /* r->mu */
+  bool dirty, want, sync_req; /* r->mu */
+  /* Loop thread only: */
+  uint8_t state;
+  bool failed;      /* Redis answered a sync with nonsense: wait for a
+                       reconnect rather than ask again at once */
+  bool answer_owed; /* the registry waits for dx_ps_synced/_failed */
+  bool again;       /* held messages overflowed: sync once more */
+  held *hold, *hold_tail;
+  size_t nhold;
+  uint64_t hash;
+  char name[];
+} rtopic;
+
+typedef struct pub_req {
+  struct pub_req *next;
+  dx_ps_done_fn done;
+  void *ud;
+  size_t len;
+  char topic[DX_PS_TOPIC_MAX + 1];
+  uint8_t data[];
+} pub_req;
+
+typedef struct dx_ps_redis dx_ps_redis;
+
+/* One hiredis connection's event glue, made per connect and freed after
+ * the context's cleanup (at the end of that loop iteration: its dx_io may
+ * still be in the iteration's event list). */
+typedef struct rlink {
+  dx_ps_redis *r;
+  redisAsyncContext *ac;
+  dx_io io;
+  bool connected, want_write;
+  bool closing; /* we freed it: its disconnect is no news */
+  bool dead;    /* hiredis cleaned it up */
+} rlink;
+
+struct dx_ps_redis {
+  dx_ps_backplane vt;
+  dx_pubsub *ps;
+  dx_loop *loop;
+  char host[256];
+  int port, db;
+  char user[128], pass[256];
+  char prefix[64], channel[80];
+  char publish_sha[41], sync_sha[41];
+  size_t history;
+  uint64_t ttl_ms, timeout_ms;
+  size_t max_inflight;
+
+  pthread_mutex_t mu;
+  bool started, kicked, up, freeing;
+  pub_req *pq, *pq_tail; /* queued publishes */
+  size_t queued;
+  rtopic **buckets; /* 256 chains */
+  rtopic *dirty;
+  size_t inflight; /* publishes sent, not answered */
+  size_t nsyncing;
+  dx_ps_redis_status st;
+
+  /* Loop thread only: */
+  rlink *cmd, *sub;
+  bool sub_ready, cmd_ready;
+  unsigned attempt;
+  uint64_t connect_started, last_progress, last_ping;
+  size_t cmds_waiting; /* commands sent on cmd, not answered */
+  dx_timer tick, retry;
+};
+
+#define NBUCKETS 256
+
+/* ---- helpers ---- */
+
+static uint64_t name_hash(const char *s) {
+  uint64_t h = 14695981039346656037ULL;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
+static rtopic *find_topic(dx_ps_redis *r, const char *name, uint64_t h) {
+  for (rtopic *t = r->buckets[h % NBUCKETS]; t; t = t->next)
+    if (t->hash == h && strcmp(t->name, name) == 0) return t;
+  return NULL;
+}
+
+static void mark_dirty(dx_ps_redis *r, rtopic *t) {
+  if (t->dirty) return;
+  t->dirty = true;
+  t->dirty_next = r->dirty;
+  r->dirty = t;
+}
+
+static void kick_cb(void *arg);
+
+/* r->mu held. Wakes the loop once per batch of work. */
+static void kick(dx_ps_redis *r) {
+  if (r->kicked || !r->started) return;
+  if (dx_loop_post(r->loop, kick_cb, r) == 0) r->kicked = true;
+  /* else: the tick picks the work up within TICK_MS. */
+}
+
+static void set_error(dx_ps_redis *r, const char *what, const char *detail) {
+  pthread_mutex_lock(&r->mu);
+  snprintf(r->st.error, sizeof r->st.error, "%s%s%s", what,
+           detail && *detail ? ": " : "", detail ? detail : "");
+  pthread_mutex_unlock(&r->mu);
+}
+
+static void hold_free(rtopic *t) {
+  for (held *h = t->hold, *n; h; h = n) {
+    n = h->next;
+    free(h);
+  }
+  t->hold = t->hold_tail = NULL;
+  t->nhold = 0;
+}
+
+static uint64_t now_ms(dx_ps_redis *r) {
+  return dx_loop_now(r->loop);
+}
+
+/* ---- the registry's hooks (shard threads, under a topic lock) ---- */
+
+static void bp_interest(void *ud, const char *topic, bool on) {
+  dx_ps_redis *r = ud;
+  uint64_t h = name_hash(topic);
+  pthread_mutex_lock(&r->mu);
+  rtopic *t = find_topic(r, topic, h);
+  /* On: the sync call that follows makes the entry. */
+  if (t) {
+    t->want = on;
+    mark_dirty(r, t);
+    kick(r);
+  }
+  pthread_mutex_unlock(&r->mu);
+}
+
+static int bp_sync(void *ud, const char *topic) {
+  dx_ps_redis *r = ud;
+  uint64_t h = name_hash(topic);
+  pthread_mutex_lock(&r->mu);
+  rtopic *t = find_topic(r, topic, h);
+  if (!t) {
+    size_t n = strlen(topic) + 1;
+    if (!(t = calloc(1, sizeof *t + n))) {
+      pthread_mutex_unlock(&r->mu);
+      return DX_ENOMEM;
+    }
+    memcpy(t->name, topic, n);
+    t->hash = h;
+    t->next = r->buckets[h % NBUCKETS];
+    r->buckets[h % NBUCKETS] = t;
+  }
+  t->want = true;
+  t->sync_req = true;
+  mark_dirty(r, t);
+  kick(r);
+  pthread_mutex_unlock(&r->mu);
+  return 0;
+}
+
+static int bp_publish(void *ud, dx_pubsub *ps, const char *topic,
+                      const void *data, size_t len, uint64_t now,
+                      dx_ps_done_fn done, void *done_ud) {
+  dx_ps_redis *r = ud;
+  (void)ps, (void)now;
+  if (len > SIZE_MAX - sizeof(pub_req)) return DX_ENOMEM;
+  pub_req *q = malloc(sizeof *q + len);
+  if (!q) return DX_ENOMEM;
+  q->next = NULL;
+  q->done = done;
+  q->ud = done_ud;
+  q->len = len;
+  strcpy(q->topic, topic);
+  if (len) memcpy(q->data, data, len);
+  pthread_mutex_lock(&r->mu);
+  /* Fail fast: a seq only Redis can assign, and no queue that grows while
+   * it is away. */
+  int rc = !r->up ? DX_EUNAVAIL
+           : r->queued + r->inflight >= r->max_inflight ? DX_EUNAVAIL
+                                                         : 0;
+  if (rc == 0) {
+    if (r->pq_tail)
+      r->pq_tail->next = q;
+    else
+      r->pq = q;
+    r->pq_tail = q;
+    r->queued++;
+    kick(r);
+  } else {
+    r->st.publish_failed++;
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (rc) free(q);
+  return rc;
+}
+
+static void bp_free(void *ud);
+
+/* ---- hiredis event glue ---- */
+
+static void link_io(dx_io *io, unsigned ev);
+
+static void update_events(rlink *l) {
+  if (l->dead) return;
+  unsigned want = DX_IO_READ | (l->want_write ? DX_IO_WRITE : 0);
+  if (!l->io.loop)
+    dx_io_start(l->r->loop, &l->io, l->ac->c.fd, want, link_io);
+  else if (l->io.events != want)
+    dx_io_modify(&l->io, want);
+}
+
+static void ev_add_read(void *p) {
+  update_events(p);
+}
+static void ev_del_read(void *p) {
+  (void)p; /* reads stay on: a reply or EOF may come at any time */
+}
+static void ev_add_write(void *p) {
+  rlink *l = p;
+  l->want_write = true;
+  /* Connected: the flush hook writes at the end of the iteration, every
+   * command queued in it in one write. Connecting: wait for writability. */
+  if (!l->connected) update_events(l);
+}
+static void ev_del_write(void *p) {
+  rlink *l = p;
+  l->want_write = false;
+  update_events(l);
+}
+
+static void link_free(void *p) {
+  free(p);
+}
+
+static void ev_cleanup(void *p) {
+  rlink *l = p;
+  l->dead = true;
+  dx_io_stop(&l->io);
+  dx_loop_on_flush(l->r->loop, NULL, l);
+  if (l->r->cmd == l) l->r->cmd = NULL;
+  if (l->r->sub == l) l->r->sub = NULL;
+  if (dx_loop_defer(l->r->loop, link_free, l) < 0) {
+    /* No memory to defer: leak the few bytes rather than risk a stale
+     * event on freed memory. */
+  }
+}
+
+static void link_flush(void *p) {
+  rlink *l = p;
+  if (l->dead || !l->connected || !l->want_write) return;
+  redisAsyncHandleWrite(l->ac);
+  if (!l->dead && l->want_write) update_events(l);
+}
+
+static void link_io(dx_io *io, unsigned ev) {
+  rlink *l = (rlink *)((char *)io - offsetof(rlink, io));
+  if (ev & DX_IO_WRITE) {
+    redisAsyncHandleWrite(l->ac);
+    if (l->dead) return;
+  }
+  if (ev & (DX_IO_READ | DX_IO_HUP | DX_IO_ERROR)) {
+    /* hiredis reads once per call; epoll is edge-triggered here. */
+    for (int i = 0; i < 64 && !l->dead; i++) {
+      redisAsyncHandleRead(l->ac);
+      int avail = 0;
+      if (l->dead || ioctl(l->io.fd, FIONREAD, &avail) < 0 || avail <= 0)
+        break;
+    }
+  }
+}
+
+/* ---- connection life ---- */
+
+static void teardown(dx_ps_redis *r, const char *why, const char *detail);
+static void sync_start(dx_ps_redis *r, rtopic *t);
+
+static void all_stale(dx_ps_redis *r) {
+  pthread_mutex_lock(&r->mu);
+  for (size_t b = 0; b < NBUCKETS; b++)
+    for (rtopic *t = r->buckets[b]; t; t = t->next) {
+      if (t->state == T_LIVE) t->state = T_IDLE;
+      t->failed = false;
+      mark_dirty(r, t);
+    }
+  pthread_mutex_unlock(&r->mu);
+}
+
+static void maybe_up(dx_ps_redis *r) {
+  if (!r->sub_ready || !r->cmd_ready) return;
+  pthread_mutex_lock(&r->mu);
+  bool was = r->up;
+  r->up = true;
+  r->st.connected = true;
+  r->st.error[0] = '\0';
+  pthread_mutex_unlock(&r->mu);
+  if (!was) {
+    r->attempt = 0;
+    all_stale(r); /* each topic with subscribers syncs again */
+    kick_cb(r);
+  }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+  rlink *l = ac->ev.data;
+  (void)status;
+  if (l->closing || l->r->freeing) return;
+  l->closing = true; /* hiredis frees it after this */
+  teardown(l->r, "Redis connection lost",
+           ac->errstr[0] ? ac->errstr : "closed by the server");
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+  rlink *l = ac->ev.data;
+  if (status != REDIS_OK) {
+    /* hiredis frees the context after this; no disconnect callback. */
+    l->closing = true;
+    if (!l->r->freeing)
+      teardown(l->r, "cannot connect to Redis", ac->errstr);
+    return;
+  }
+  l->connected = true;
+  redisEnableKeepAlive((redisContext *)&ac->c);
+}
+
+static void setup_reply(redisAsyncContext *ac, void *reply, void *pd) {
+  dx_ps_redis *r = pd;
+  redisReply *rep = reply;
+  rlink *l = ac->ev.data;
+  if (l == r->cmd && r->cmds_waiting) r->cmds_waiting--;
+  r->last_progress = now_ms(r);
+  if (!rep) return;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    teardown(r, "Redis refused the set-up", rep->str);
+    return;
+  }
+}
+
+static void script_loaded(redisAsyncContext *ac, void *reply, void *pd) {
+  dx_ps_redis *r = pd;
+  redisReply *rep = reply;
+  setup_reply(ac, reply, pd);
+  if (!rep || rep->type == REDIS_REPLY_ERROR || !r->cmd) return;
+  /* The last set-up command (scripts load in order). */
+  if (rep->type == REDIS_REPLY_STRING && rep->len == 40 &&
+      memcmp(rep->str, r->sync_sha, 40) == 0) {
+    r->cmd_ready = true;
+    maybe_up(r);
+  }
+}
+
+static void on_channel(redisAsyncContext *ac, void *reply, void *pd);
+
+static int cmd_send(dx_ps_redis *r, redisCallbackFn *fn, void *pd, int argc,
+                    const char **argv, const size_t *lens) {
+  if (!r->cmd || !r->cmd->ac) return DX_EUNAVAIL;
+  if (redisAsyncCommandArgv(r->cmd->ac, fn, pd, argc, argv, lens) != REDIS_OK)
+    return DX_EUNAVAIL;
+  if (r->cmds_waiting++ == 0) r->last_progress = now_ms(r);
+  return 0;
+}
+
+static rlink *link_open(dx_ps_redis *r) {
+  rlink *l = calloc(1, sizeof *l);
+  if (!l) return NULL;
+  l->r = r;
+  redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+  if (!ac || ac->err) {
+    set_error(r, "cannot connect to Redis", ac ? ac->errstr : "out of memory");
+    if (ac) redisAsyncFree(ac);
+    free(l);
+    return NULL;
+  }
+  l->ac = ac;
+  ac->ev.data = l;
+  ac->ev.addRead = ev_add_read;
+  ac->ev.delRead = ev_del_read;
+  ac->ev.addWrite = ev_add_write;
+  ac->ev.delWrite = ev_del_write;
+  ac->ev.cleanup = ev_cleanup;
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  if (dx_loop_on_flush(r->loop, link_flush, l) < 0) {
+    redisAsyncFree(ac); /* cleanup defers the free */
+    return NULL;
+  }
+  update_events(l);
+  return l;
+}
+
+static void auth(dx_ps_redis *r, rlink *l) {
+  if (!r->pass[0]) return;
+  const char *argv[3] = {"AUTH", r->user, r->pass};
+  int argc = r->user[0] ? 3 : 2;
+  if (argc == 2) argv[1] = r->pass;
+  if (l == r->cmd) {
+    cmd_send(r, setup_reply, r, argc, argv, NULL);
+  } else {
+    redisAsyncCommandArgv(l->ac, setup_reply, r, argc, argv, NULL);
+  }
+}
+
+static void connect_now(dx_ps_redis *r) {
+  r->sub_ready = r->cmd_ready = false;
+  r->cmds_waiting = 0;
+  r->connect_started = now_ms(r);
+  pthread_mutex_lock(&r->mu);
+  r->st.reconnects += r->attempt > 0;
+  pthread_mutex_unlock(&r->mu);
+  if (!(r->cmd = link_open(r)) || !(r->sub = link_open(r))) {
+    teardown(r, "cannot connect to Redis", NULL);
+    return;
+  }
+  auth(r, r->cmd);
+  char db[16];
+  snprintf(db, sizeof db, "%d", r->db);
+  const char *sel[2] = {"SELECT", db};
+  cmd_send(r, setup_reply, r, 2, sel, NULL);
+  const char *lp[3] = {"SCRIPT", "LOAD", publish_lua};
+  cmd_send(r, setup_reply, r, 3, lp, NULL);
+  const char *ls[3] = {"SCRIPT", "LOAD", sync_lua};
+  cmd_send(r, script_loaded, r, 3, ls, NULL);
+  auth(r, r->sub);
+  const char *sub[2] = {"SUBSCRIBE", r->channel};
+  if (redisAsyncCommandArgv(r->sub->ac, on_channel, r, 2, sub, NULL) !=
+      REDIS_OK)
+    teardown(r, "cannot subscribe", r->sub->ac->errstr);
+}
+
+static void retry_cb(dx_timer *tm) {
+  dx_ps_redis *r = (dx_ps_redis *)((char *)tm - offsetof(dx_ps_redis, retry));
+  if (!r->cmd && !r->sub) connect_now(r);
+}
+
+/* Full jitter: uniform in [0, min(cap, base * 2^attempt)], at least 50 ms
+ * so a dead Redis is not hammered by a tight loop. */
+static uint64_t backoff_ms(dx_ps_redis *r) {
+  uint64_t ceil = BACKOFF_BASE_MS << (r->attempt < 10 ? r->attempt : 10);
+  if (ceil > BACKOFF_CAP_MS) ceil = BACKOFF_CAP_MS;
+  uint32_t rnd = 0;
+  if (RAND_bytes((unsigned char *)&rnd, sizeof rnd) != 1)
+    rnd = (uint32_t)now_ms(r);
+  uint64_t d = rnd % (ceil + 1);
+  return d < 50 ? 50 : d;
+}
+
+/* Drops both connections (their waiting callbacks run now, with no reply)
+ * and arms the reconnect. */
+static void teardown(dx_ps_redis *r, const char *why, const char *detail) {
+  if (why) set_error(r, why, detail);
+  pthread_mutex_lock(&r->mu);
+  bool was = r->up;
+  r->up = false;
+  r->st.connected = false;
+  pthread_mutex_unlock(&r->mu);
+  r->sub_ready = r->cmd_ready = false;
+  rlink *links[2] = {r->cmd, r->sub};
+  r->cmd = r->sub = NULL;
+  for (int i = 0; i < 2; i++) {
+    rlink *l = links[i];
+    if (l && !l->closing && !l->dead) {
+      l->closing = true; /* hiredis may defer the free (inside a callback) */
+      redisAsyncFree(l->ac);
+    }
+  }
+  r->cmds_waiting = 0;
+  if (was) all_stale(r);
+  if (r->freeing) return;
+  kick_cb(r); /* fails queued publishes and owed syncs at once */
+  if (!dx_timer_active(&r->retry)) {
+    dx_timer_start(r->loop, &r->retry, backoff_ms(r), 0, retry_cb);
+    r->attempt++;
+  }
+}
+
+/* ---- publishes ---- */
+
+static void publish_reply(redisAsyncContext *ac, void *reply, void *pd) {
+  pub_req *q = pd;
+  rlink *l = ac->ev.data;
+  dx_ps_redis *r = l->r;
+  redisReply *rep = reply;
+  if (r->cmds_waiting) r->cmds_waiting--;
+  r->last_progress = now_ms(r);
+  dx_ps_published out = {0};
+  int rc = DX_EUNAVAIL;
+  if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+      rep->element[0]->type == REDIS_REPLY_INTEGER &&
+      rep->element[1]->type == REDIS_REPLY_STRING &&
+      rep->element[1]->len <= DX_PS_EPOCH_MAX) {
+    out.seq = (uint64_t)rep->element[0]->integer;
+    memcpy(out.epoch, rep->element[1]->str, rep->element[1]->len);
+    rc = 0;
+  } else if (rep && rep->type == REDIS_REPLY_ERROR) {
+    set_error(r, "Redis refused a publish", rep->str);
+    if (strncmp(rep->str, "NOSCRIPT", 8) == 0)
+      teardown(r, "Redis lost the scripts", rep->str); /* reload them */
+  }
+  pthread_mutex_lock(&r->mu);
+  r->inflight--;
+  if (rc == 0)
+    r->st.published++;
+  else
+    r->st.publish_failed++;
+  pthread_mutex_unlock(&r->mu);
+  if (q->done) q->done(q->ud, rc, &out);
+  free(q);
+}
+
+static void send_publish(dx_ps_redis *r, pub_req *q) {
+  char hkey[DX_PS_TOPIC_MAX + 70], skey[DX_PS_TOPIC_MAX + 70];
+  snprintf(hkey, sizeof hkey, "%st:%s", r->prefix, q->topic);
+  snprintf(skey, sizeof skey, "%ss:%s", r->prefix, q->topic);
+  char epoch[DX_PS_EPOCH_MAX + 1], hist[24], ttl[24];
+  if (dx__ps_random_epoch(epoch) < 0) epoch[0] = '\0';
+  snprintf(hist, sizeof hist, "%zu", r->history);
+  snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)r->ttl_ms);
+  const char *argv[11] = {"EVALSHA", r->publish_sha, "2",     hkey,
+                          skey,      (char *)q->data, epoch, hist,
+                          ttl,       r->channel,      q->topic};
+  size_t lens[11];
+  for (int i = 0; i < 11; i++)
+    lens[i] = i == 5 ? q->len : strlen(argv[i]); /* the data: any bytes */
+  pthread_mutex_lock(&r->mu);
+  r->inflight++;
+  pthread_mutex_unlock(&r->mu);
+  if (!epoch[0] || cmd_send(r, publish_reply, q, 11, argv, lens) < 0) {
+    pthread_mutex_lock(&r->mu);
+    r->inflight--;
+    r->st.publish_failed++;
+    pthread_mutex_unlock(&r->mu);
+    if (q->done) q->done(q->ud, DX_EUNAVAIL, &(dx_ps_published){0});
+    free(q);
+  }
+}
+
+/* ---- syncs ---- */
+
+static void answer_failed(dx_ps_redis *r, rtopic *t) {
+  if (!t->answer_owed || r->freeing) return;
+  t->answer_owed = false;
+  dx_ps_sync_failed(r->ps, t->name, DX_EUNAVAIL);
+}
+
+static const redisReply *field(const redisReply *fields, const char *name) {
+  if (fields->type != REDIS_REPLY_ARRAY) return NULL;
+  for (size_t i = 0; i + 1 < fields->elements; i += 2)
+    if (fields->element[i]->type == REDIS_REPLY_STRING &&
+        strcmp(fields->element[i]->str, name) == 0)
+      return fields->element[i + 1];
+  return NULL;
+}
+
+/* Applies the script's answer; false when it is malformed. */
+static bool apply_sync(dx_ps_redis *r, rtopic *t, const redisReply *rep) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) return false;
+  const redisReply *e = rep->element[0], *s = rep->element[1],
+                   *ents = rep->element[2], *tm = rep->element[3];
+  if (e->type != REDIS_REPLY_STRING || e->len == 0 ||
+      e->len > DX_PS_EPOCH_MAX || s->type != REDIS_REPLY_INTEGER ||
+      s->integer < 0 || ents->type != REDIS_REPLY_ARRAY ||
+      tm->type != REDIS_REPLY_STRING)
+    return false;
+  char epoch[DX_PS_EPOCH_MAX + 1];
+  memcpy(epoch, e->str, e->len);
+  epoch[e->len] = '\0';
+  uint64_t redis_now = strtoull(tm->str, NULL, 10), now = now_ms(r);
+  for (size_t i = 0; i < ents->elements; i++) {
+    const redisReply *en = ents->element[i];
+    if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
+        en->element[0]->type != REDIS_REPLY_STRING)
+      return false;
+    uint64_t seq = strtoull(en->element[0]->str, NULL, 10);
+    const redisReply *d = field(en->element[1], "d"), *ts = field(en->element[1], "t");
+    if (!seq || !d || d->type != REDIS_REPLY_STRING) return false;
+    /* The message's age in Redis's clock, carried over to ours, so the
+     * history age limit holds for replayed messages too. */
+    uint64_t when = now;
+    if (ts && ts->type == REDIS_REPLY_STRING) {
+      uint64_t t_ms = strtoull(ts->str, NULL, 10), age = 0;
+      if (redis_now > t_ms) age = redis_now - t_ms;
+      when = age < now ? now - age : 0;
+    }
+    dx_ps_ingest(r->ps, t->name, epoch, seq, d->str, d->len, when);
+  }
+  dx_ps_synced(r->ps, t->name, epoch, (uint64_t)s->integer, now);
+  t->answer_owed = false;
+  for (held *h = t->hold; h; h = h->next)
+    dx_ps_ingest(r->ps, t->name, h->epoch, h->seq, h->data, h->len, now);
+  hold_free(t);
+  return true;
+}
+
+static void sync_reply(redisAsyncContext *ac, void *reply, void *pd) {
+  rtopic *t = pd;
+  rlink *l = ac->ev.data;
+  dx_ps_redis *r = l->r;
+  redisReply *rep = reply;
+  if (r->cmds_waiting) r->cmds_waiting--;
+  r->last_progress = now_ms(r);
+  bool ok = rep && !r->freeing && apply_sync(r, t, rep);
+  if (!ok) {
+    if (rep && !r->freeing) {
+      set_error(r, "bad answer from Redis to a sync",
+                rep->type == REDIS_REPLY_ERROR ? rep->str : NULL);
+      t->failed = true;
+    }
+    hold_free(t);
+    answer_failed(r, t);
+  }
+  pthread_mutex_lock(&r->mu);
+  r->nsyncing--;
+  t->state = ok && !t->again && t->want ? T_LIVE : T_IDLE;
+  mark_dirty(r, t); /* want may have changed meanwhile; or sync again */
+  kick(r);
+  pthread_mutex_unlock(&r->mu);
+  if (rep && rep->type == REDIS_REPLY_ERROR &&
+      strncmp(rep->str, "NOSCRIPT", 8) == 0)
+    teardown(r, "Redis lost the scripts", rep->str);
+}
+
+static void sync_start(dx_ps_redis *r, rtopic *t) {
+  char hkey[DX_PS_TOPIC_MAX + 70], skey[DX_PS_TOPIC_MAX + 70];
+  snprintf(hkey, sizeof hkey, "%st:%s", r->prefix, t->name);
+  snprintf(skey, sizeof skey, "%ss:%s", r->prefix, t->name);
+  char ours[DX_PS_EPOCH_MAX + 1] = "-", fresh[DX_PS_EPOCH_MAX + 1];
+  uint64_t seq = 0;
+  if (!dx__ps_peek(r->ps, t->name, ours, &seq)) strcpy(ours, "-");
+  char seqs[24], hist[24], ttl[24];
+  snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)seq);
+  snprintf(hist, sizeof hist, "%zu", r->history);
+  snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)r->ttl_ms);
+  if (dx__ps_random_epoch(fresh) < 0) {
+    answer_failed(r, t);
+    return;
+  }
+  const char *argv[10] = {"EVALSHA", r->sync_sha, "2", hkey, skey,
+                          ours,      seqs,        fresh, ttl, hist};
+  hold_free(t);
+  if (cmd_send(r, sync_reply, t, 10, argv, NULL) < 0) {
+    answer_failed(r, t);
+    return;
+  }
+  t->state = T_SYNCING;
+  pthread_mutex_lock(&r->mu);
+  r->nsyncing++;
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- the channel ---- */
+
+static void on_message(dx_ps_redis *r, const char *p, size_t n) {
+  /* "<topic>\n<epoch>\n<seq>\n<data>" */
+  const char *end = p + n, *a = memchr(p, '\n', n), *b, *c;
+  if (!a || !(b = memchr(a + 1, '\n', (size_t)(end - a - 1))) ||
+      !(c = memchr(b + 1, '\n', (size_t)(end - b - 1))))
+    return;
+  char topic[DX_PS_TOPIC_MAX + 1], epoch[DX_PS_EPOCH_MAX + 1];
+  size_t tl = (size_t)(a - p), el = (size_t)(b - a - 1);
+  if (!tl || tl > DX_PS_TOPIC_MAX || !el || el > DX_PS_EPOCH_MAX) return;
+  memcpy(topic, p, tl);
+  topic[tl] = '\0';
+  memcpy(epoch, a + 1, el);
+  epoch[el] = '\0';
+  uint64_t seq = strtoull(b + 1, NULL, 10);
+  const char *data = c + 1;
+  size_t len = (size_t)(end - data);
+  pthread_mutex_lock(&r->mu);
+  r->st.received++;
+  rtopic *t = find_topic(r, topic, name_hash(topic));
+  pthread_mutex_unlock(&r->mu);
+  if (!t || !seq) return; /* nobody here subscribes to it */
+  if (t->state == T_LIVE) {
+    dx_ps_ingest(r->ps, topic, epoch, seq, data, len, now_ms(r));
+  } else if (t->state == T_SYNCING) {
+    if (t->nhold >= HOLD_MAX) {
+      hold_free(t); /* the stream has them: sync again after this one */
+      t->again = true;
+      return;
+    }
+    if (t->again) return;
+    held *h = malloc(sizeof *h + len);
+    if (!h) {
+      hold_free(t);
+      t->again = true;
+      return;
+    }
+    h->next = NULL;
+    h->seq = seq;
+    h->len = len;
+    strcpy(h->epoch, epoch);
+    memcpy(h->data, data, len);
+    if (t->hold_tail)
+      t->hold_tail->next = h;
+    else
+      t->hold = h;
+    t->hold_tail = h;
+    t->nhold++;
+  }
+}
+
+static void on_channel(redisAsyncContext *ac, void *reply, void *pd) {
+  dx_ps_redis *r = pd;
+  redisReply *rep = reply;
+  (void)ac;
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3) {
+    if (rep && rep->type == REDIS_REPLY_ERROR)
+      teardown(r, "Redis refused the subscription", rep->str);
+    return;
+  }
+  const redisReply *kind = rep->element[0], *body = rep->element[2];
+  if (kind->type != REDIS_REPLY_STRING) return;
+  if (strcmp(kind->str, "message") == 0 && body->type == REDIS_REPLY_STRING) {
+    on_message(r, body->str, body->len);
+  } else if (strcmp(kind->str, "subscribe") == 0) {
+    r->sub_ready = true;
+    maybe_up(r);
+  }
+}
+
+/* ---- the loop's work ---- */
+
+static void kick_cb(void *arg) {
+  dx_ps_redis *r = arg;
+  pthread_mutex_lock(&r->mu);
+  r->kicked = false;
+  pub_req *q = r->pq;
+  r->pq = r->pq_tail = NULL;
+  r->queued = 0;
+  rtopic *d = r->dirty;
+  r->dirty = NULL;
+  bool up = r->up;
+  pthread_mutex_unlock(&r->mu);
+
+  while (q) {
+    pub_req *next = q->next;
+    if (up) {
+      send_publish(r, q);
+    } else {
+      pthread_mutex_lock(&r->mu);
+      r->st.publish_failed++;
+      pthread_mutex_unlock(&r->mu);
+      if (q->done) q->done(q->ud, DX_EUNAVAIL, &(dx_ps_published){0});
+      free(q);
+    }
+    q = next;
+  }
+
+  while (d) {
+    pthread_mutex_lock(&r->mu);
+    rtopic *t = d;
+    d = t->dirty_next;
+    t->dirty = false;
+    bool want = t->want;
+    if (t->sync_req) {
+      t->sync_req = false;
+      t->answer_owed = true;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (t->state == T_SYNCING) continue; /* its answer re-marks it dirty */
+    bool stale = want && t->state == T_IDLE && !t->failed;
+    if (t->answer_owed || t->again || stale) {
+      t->again = false;
+      if (up)
+        sync_start(r, t);
+      else
+        answer_failed(r, t);
+      continue;
+    }
+    if (want) continue; /* live */
+    /* Nobody subscribes here any more: forget it. */
+    t->state = T_IDLE;
+    hold_free(t);
+    pthread_mutex_lock(&r->mu);
+    if (!t->want && !t->sync_req && !t->dirty) {
+      rtopic **pp = &r->buckets[t->hash % NBUCKETS];
+      while (*pp != t)
+        pp = &(*pp)->next;
+      *pp = t->next;
+      pthread_mutex_unlock(&r->mu);
+      free(t);
+    } else {
+      pthread_mutex_unlock(&r->mu);
+    }
+  }
+}
+
+static void ping_reply(redisAsyncContext *ac, void *reply, void *pd) {
+  setup_reply(ac, reply, pd);
+}
+
+static void tick_cb(dx_timer *tm) {
+  dx_ps_redis *r = (dx_ps_redis *)((char *)tm - offsetof(dx_ps_redis, tick));
+  uint64_t now = now_ms(r);
+  if (r->cmd || r->sub) {
+    bool ready = r->cmd_ready && r->sub_ready;
+    if (!ready && now - r->connect_started > r->timeout_ms) {
+      teardown(r, "Redis did not answer in time (connecting)", NULL);
+    } else if (r->cmds_waiting && now - r->last_progress > r->timeout_ms) {
+      /* A stuck Redis (or network): its answers would come too late for
+       * anyone waiting; reconnect and re-sync instead. */
+      teardown(r, "Redis did not answer in time", NULL);
+    } else if (ready && !r->cmds_waiting && now - r->last_ping >= PING_EVERY_MS) {
+      r->last_ping = now;
+      const char *ping[1] = {"PING"};
+      cmd_send(r, ping_reply, r, 1, ping, NULL);
+    }
+  }
+  /* Work whose kick could not be posted (no memory). */
+  pthread_mutex_lock(&r->mu);
+  bool work = r->pq || r->dirty;
+  pthread_mutex_unlock(&r->mu);
+  if (work) kick_cb(r);
+}
+
+static void start_cb(void *arg) {
+  dx_ps_redis *r = arg;
+  dx_timer_start(r->loop, &r->tick, TICK_MS, TICK_MS, tick_cb);
+  connect_now(r);
+}
+
+/* ---- the API ---- */
+
+static void sha1_hex(const char *s, char out[41]) {
+  unsigned char md[SHA_DIGEST_LENGTH];
+  SHA1((const unsigned char *)s, strlen(s), md);
+  for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+    sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+/* redis://[[user]:password@]host[:port][/db] */
+static const char *parse_url(dx_ps_redis *r, const char *url) {
+  static const char scheme[] = "redis://";
+  if (!url || strncmp(url, scheme, sizeof scheme - 1) != 0)
+    return "the Redis URL must start with redis://";
+  const char *p = url + sizeof scheme - 1, *at = strrchr(p, '@');
+  if (at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (!colon) return "credentials in a Redis URL are [user]:password@";
+    size_t ul = (size_t)(colon - p), pl = (size_t)(at - colon - 1);
+    if (ul >= sizeof r->user || pl >= sizeof r->pass || !pl)
+      return "the Redis URL's user or password is empty or too long";
+    memcpy(r->user, p, ul);
+    memcpy(r->pass, colon + 1, pl);
+    p = at + 1;
+  }
+  const char *hend = p;
+  if (*p == '[') { /* [v6 address] */
+    hend = strchr(p, ']');
+    if (!hend) return "unclosed [ in the Redis URL";
+    p++;
+  } else {
+    while (*hend && *hend != ':' && *hend != '/')
+      hend++;
+  }
+  size_t hl = (size_t)(hend - p);
+  if (!hl || hl >= sizeof r->host) return "the Redis URL has no host";
+  memcpy(r->host, p, hl);
+  p = hend + (*hend == ']');
+  r->port = 6379;
+  if (*p == ':') {
+    char *e;
+    long v = strtol(p + 1, &e, 10);
+    if (e == p + 1 || v < 1 || v > 65535)
+      return "the Redis URL's port must be 1..65535";
+    r->port = (int)v;
+    p = e;
+  }
+  if (*p == '/' && p[1]) {
+    char *e;
+    long v = strtol(p + 1, &e, 10);
+    if (e == p + 1 || *e || v < 0 || v > 1000000)
+      return "the Redis URL's database must be a number";
+    r->db = (int)v;
+  } else if (*p && strcmp(p, "/") != 0) {
+    return "unexpected text after the Redis URL's host and port";
+  }
+  return NULL;
+}
+
+dx_ps_redis *dx_ps_redis_new(const dx_ps_redis_config *cfg,
+                             const char **err_out) {
+  const char *err = NULL;
+  dx_ps_redis *r = NULL;
+  if (!cfg || !cfg->loop) {
+    err = "no loop for the Redis connections";
+    goto fail;
+  }
+  if (!(r = calloc(1, sizeof *r)) ||
+      !(r->buckets = calloc(NBUCKETS, sizeof *r->buckets))) {
+    free(r);
+    errno = ENOMEM;
+    return NULL;
+  }
+  if ((err = parse_url(r, cfg->url))) goto fail;
+  const char *prefix = cfg->prefix ? cfg->prefix : "dx:";
+  if (strlen(prefix) >= sizeof r->prefix - 8) {
+    err = "the Redis key prefix is too long";
+    goto fail;
+  }
+  strcpy(r->prefix, prefix);
+  snprintf(r->channel, sizeof r->channel, "%smsg", prefix);
+  r->loop = cfg->loop;
+  r->history = cfg->history == DX_PS_NO_HISTORY ? 0
+               : cfg->history                   ? cfg->history
+                                                : 100;
+  r->ttl_ms = cfg->key_ttl_ms ? cfg->key_ttl_ms : DEFAULT_TTL_MS;
+  r->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
+  r->max_inflight = cfg->max_inflight ? cfg->max_inflight : DEFAULT_INFLIGHT;
+  sha1_hex(publish_lua, r->publish_sha);
+  sha1_hex(sync_lua, r->sync_sha);
+  pthread_mutex_init(&r->mu, NULL);
+  r->vt = (dx_ps_backplane){.publish = bp_publish,
+                            .interest = bp_interest,
+                            .sync = bp_sync,
+                            .free = bp_free,
+                            .ud = r,
+                            .needs_sync = true};
+  return r;
+fail:
+  if (r) {
+    free(r->buckets);
+    free(r);
+  }
+  if (err_out) *err_out = err;
+  errno = EINVAL;
+  return NULL;
+}
+
+const dx_ps_backplane *dx_ps_redis_backplane(dx_ps_redis *r) {
+  return &r->vt;
+}
+
+int dx_ps_redis_start(dx_ps_redis *r, dx_pubsub *ps) {
+  pthread_mutex_lock(&r->mu);
+  if (r->started) {
+    pthread_mutex_unlock(&r->mu);
+    return DX_ESTATE;
+  }
+  r->ps = ps;
+  r->started = true;
+  pthread_mutex_unlock(&r->mu);
+  return dx_loop_post(r->loop, start_cb, r);
+}
+
+void dx_ps_redis_status_get(dx_ps_redis *r, dx_ps_redis_status *out) {
+  pthread_mutex_lock(&r->mu);
+  *out = r->st;
+  out->connected = r->up;
+  out->syncing = r->nsyncing;
+  out->inflight = r->inflight + r->queued;
+  out->healthy = r->up && r->nsyncing == 0;
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* From dx_pubsub_free, with the loop no longer running. */
+static void bp_free(void *ud) {
+  dx_ps_redis *r = ud;
+  r->freeing = true;
+  teardown(r, NULL, NULL);
+  dx_timer_stop(&r->tick);
+  dx_timer_stop(&r->retry);
+  for (pub_req *q = r->pq, *n; q; q = n) {
+    n = q->next;
+    if (q->done) q->done(q->ud, DX_ECLOSED, &(dx_ps_published){0});
+    free(q);
+  }
+  for (size_t b = 0; b < NBUCKETS; b++)
+    for (rtopic *t = r->buckets[b], *n; t; t = n) {
+      n = t->next;
+      hold_free(t);
+      free(t);
+    }
+  free(r->buckets);
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
