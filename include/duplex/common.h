@@ -52,6 +52,7 @@ extern "C" {
   X(ECLOSECODE, -4012, "invalid close code")                                  \
   X(ETLS, -4013, "TLS handshake or record failure")                            \
   X(ERESOLVE, -4014, "host name could not be resolved")                        \
+  X(EPROXY, -4015, "malformed PROXY protocol header")                          \
   X(ETIMEDOUT, -ETIMEDOUT, "timed out")                                        \
   X(ECONNREFUSED, -ECONNREFUSED, "connection refused")
 
