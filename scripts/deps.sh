@@ -25,6 +25,10 @@ DX_APT_PACKAGES=(
   libjwt-dev         # duplex serve: JWT verification (src/app/auth.c)
   libyaml-dev        # duplex serve --config FILE (src/app/config.c)
   libjansson-dev     # JSON: JWT claims, ticket requests (src/app)
+  haproxy            # deploy/haproxy.cfg checked and run in front of nodes
+                     # (tests/scripts/deploy_balancers.sh)
+  nginx-light        # deploy/nginx.conf, likewise (the smallest Debian nginx
+                     # with proxy, map and upstream)
   # Coming with later work (move up when the code that needs it lands):
   # libhiredis-dev libwebsockets-dev
 )
