@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 rm -rf corpus
-mkdir -p corpus/frames corpus/http corpus/handshake
+mkdir -p corpus/frames corpus/http corpus/handshake corpus/proxy
 
 f() { printf "$2" >"corpus/frames/$1"; }
 # Frames a client receives (unmasked, RFC 6455 5.7) ...
@@ -50,4 +50,15 @@ for t in http handshake; do
 done
 printf 'GET /index.html?x=1 HTTP/1.0\r\nHost: a\r\nAccept: */*\r\nX-Empty:\r\n\r\n' >corpus/http/request-10
 printf 'POST /publish HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello' >corpus/http/request-body
+# PROXY protocol headers (haproxy's proxy-protocol.txt), addresses, XFF lists
+p() { printf "$2" >"corpus/proxy/$1"; }
+p v1-tcp4 'PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n'
+p v1-tcp6 'PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n'
+p v1-unknown 'PROXY UNKNOWN\r\n'
+p v2-inet '\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x01\xc6\x33\x64\x02\xdc\x04\x01\xbb'
+p v2-local '\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00'
+p v2-inet6-tlv '\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x2b\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x01\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x02\x12\x34\x00\x50\x04\x00\x04\0\0\0\0'
+p xff '198.51.100.1, 10.0.0.2,[2001:db8::1]:443, 1.2.3.4:80'
+p cidr '10.0.0.0/8'
+p cidr6 '2001:db8::/32'
 echo "corpus: $(find corpus -type f | wc -l) files in fuzz/corpus/"

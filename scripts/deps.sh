@@ -27,6 +27,10 @@ DX_APT_PACKAGES=(
   libjansson-dev     # JSON: JWT claims, ticket requests (src/app)
   libhiredis-dev     # the Redis backplane (src/pubsub/redis.c)
   redis-server       # the Redis backplane's tests (tests/scripts/cluster_*)
+  haproxy            # deploy/haproxy.cfg checked and run in front of nodes
+                     # (tests/scripts/deploy_balancers.sh)
+  nginx-light        # deploy/nginx.conf, likewise (the smallest Debian nginx
+                     # with proxy, map and upstream)
   # Coming with later work (move up when the code that needs it lands):
   # libwebsockets-dev
 )

@@ -52,9 +52,10 @@ extern "C" {
   X(ECLOSECODE, -4012, "invalid close code")                                  \
   X(ETLS, -4013, "TLS handshake or record failure")                            \
   X(ERESOLVE, -4014, "host name could not be resolved")                        \
+  X(EPROXY, -4015, "malformed PROXY protocol header")                          \
   X(ETIMEDOUT, -ETIMEDOUT, "timed out")                                        \
   X(ECONNREFUSED, -ECONNREFUSED, "connection refused")                         \
-  X(EUNAVAIL, -4015, "the backplane (Redis) is unreachable")
+  X(EUNAVAIL, -4016, "the backplane (Redis) is unreachable")
 
 typedef enum dx_err {
 #define DX__ERR_ENUM(name, value, msg) DX_##name = (value),

@@ -212,6 +212,91 @@ typedef struct dx_http_reply {
 DX_API int dx_http_reply_format(char *buf, size_t cap, const dx_http_reply *r);
 
 /* ------------------------------------------------------------------------ */
+/* Client addresses behind proxies                                          */
+
+/* An IP address in 16 bytes: IPv6 as is, IPv4 as IPv4-mapped IPv6
+ * (::ffff:a.b.c.d), so one comparison covers both families. */
+typedef struct dx_ip {
+  uint8_t b[16];
+} dx_ip;
+
+/* A network: an address and a prefix length in bits over the 16 bytes (an
+ * IPv4 "/8" is stored as 96 + 8). */
+typedef struct dx_cidr {
+  dx_ip ip;
+  uint8_t bits; /* 0..128 */
+} dx_cidr;
+
+/* Parses a literal address: "192.0.2.1", "2001:db8::1", "::ffff:1.2.3.4"
+ * (the same as "1.2.3.4"). No brackets, ports, zones or spaces.
+ * Returns 0; DX_EINVAL. */
+DX_API int dx_ip_parse(const char *s, size_t len, dx_ip *out);
+
+/* Writes ip as text and a NUL ("192.0.2.1" for a mapped IPv4, otherwise
+ * RFC 5952 IPv6); out needs 46 bytes. Returns out. */
+DX_API char *dx_ip_format(const dx_ip *ip, char out[46]);
+
+/* Parses a network, NUL-terminated: "10.0.0.0/8", "2001:db8::/32", or a
+ * plain address for one host ("127.0.0.1" is "127.0.0.1/32"). The
+ * prefix is 0..32 for IPv4 and 0..128 for IPv6, in decimal; bits set
+ * past the prefix ("10.0.0.1/8") are an error, since they usually mean a
+ * typo. Returns 0; DX_EINVAL, with *why (when why is not NULL) set to a
+ * static one-line reason. */
+DX_API int dx_cidr_parse(const char *s, dx_cidr *out, const char **why);
+
+/* Whether ip lies in one of the n networks. */
+DX_API bool dx_cidr_match(const dx_cidr *nets, size_t n, const dx_ip *ip);
+
+/*
+ * The client behind trusted proxies, from X-Forwarded-For. On input
+ * *client is the address the request came from (the TCP peer, or what a
+ * PROXY header said); when it is not in trusted, the header is not
+ * believed and nothing changes. Otherwise every X-Forwarded-For line is
+ * read as one list, in order, and walked right to left: each address that
+ * is trusted is another proxy and the walk goes on; the first one that is
+ * not trusted is the client. All trusted: the leftmost. A malformed entry
+ * ("unknown", an obfuscated name, a host name) stops the walk: the last
+ * good address is kept. Entries are addresses, optionally "1.2.3.4:port"
+ * or "[v6]" / "[v6]:port"; spaces around commas and empty entries are
+ * ignored.
+ * Returns 1 when *client was replaced, 0 when it was not.
+ */
+DX_API int dx_http_forwarded_for(const dx_header *headers, size_t n,
+                                 const dx_cidr *trusted, size_t ntrusted,
+                                 dx_ip *client);
+
+/* PROXY protocol (haproxy's proxy-protocol.txt), versions 1 and 2. */
+#define DX_PROXY_V1_MAX 107  /* the longest v1 line, CRLF included */
+#define DX_PROXY_V2_MAX 2048 /* our bound on a v2 header, TLVs included */
+
+typedef struct dx_proxy_header {
+  int version; /* 1 or 2 */
+  /* No addresses to use: a v2 LOCAL command (a health check by the proxy
+   * itself), a v1 UNKNOWN or a v2 UNSPEC/UNIX family or UNSPEC transport.
+   * The connection's own address stands. */
+  bool local;
+  dx_ip src, dst; /* when !local */
+  uint16_t src_port, dst_port;
+} dx_proxy_header;
+
+/*
+ * Parses a PROXY protocol header at the start of p (what a connection
+ * sent first). Strict: v1 is "PROXY TCP4|TCP6 SRC DST SPORT DPORT\r\n"
+ * with single spaces, addresses of the named family and ports 0..65535,
+ * or "PROXY UNKNOWN...\r\n", at most DX_PROXY_V1_MAX bytes; v2 is the
+ * 12-byte signature, version 2, command LOCAL or PROXY, and a length
+ * that holds the addresses of its family and keeps the header within
+ * DX_PROXY_V2_MAX (TLVs after the addresses are skipped). Never reads past
+ * p + n.
+ * Returns the header's length (> 0) with *out filled; 0 when p does not
+ * start with a PROXY signature (the connection speaks something else);
+ * DX_EAGAIN when p is a prefix of a header (read more); DX_EPROXY when it
+ * is a malformed header, with *why (when not NULL) a static reason.
+ */
+DX_API int dx_proxy_parse(const uint8_t *p, size_t n, dx_proxy_header *out,
+                          const char **why);
+
+/* ------------------------------------------------------------------------ */
 /* Static files                                                             */
 
 typedef struct dx_static dx_static;

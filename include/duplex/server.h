@@ -157,7 +157,26 @@ typedef struct dx_server_config {
   const char *shutdown_reason; /* its reason; NULL: "server shutting down" */
   size_t max_body;        /* HTTP request body for HTTP routes; 0: 1 MiB */
   bool handle_signals;    /* SIGINT/SIGTERM → graceful shutdown; SIGHUP →
-                             reload the TLS certificate and key */
+                             reload the TLS certificate and key (without
+                             TLS it is logged and ignored) */
+
+  /* Load balancers in front. The client address (per-IP quota, accept
+   * hook and HTTP route peer, dx_conn_peer, logs) is the TCP peer unless
+   * that peer is one of these networks: CIDR strings ("10.0.0.0/8",
+   * "::1/128", or one address "127.0.0.1"), NULL-terminated, read by
+   * dx_server_start (a bad one: DX_EINVAL, dx_server_error says which).
+   * From a trusted peer, X-Forwarded-For is walked right to left past
+   * trusted addresses (dx_http_forwarded_for in duplex/http.h); from
+   * anyone else it is ignored. NULL: trust no one. */
+  const char *const *trusted_proxies;
+  /* PROXY protocol (v1 and v2) on accepted connections, before TLS/HTTP.
+   * A trusted peer must send a valid header (else the connection is
+   * closed); its source address becomes the peer (LOCAL, UNKNOWN: the
+   * socket's address stays), and X-Forwarded-For is then judged from it.
+   * An untrusted peer may connect without one (direct clients); if it
+   * sends one, the connection is closed without an answer and logged,
+   * never believed. Needs trusted_proxies. false: no PROXY protocol. */
+  bool proxy_protocol;
 
   void (*log)(void *ud, const dx_log_record *rec); /* NULL: silent */
   void *log_ud;

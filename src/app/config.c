@@ -4,6 +4,7 @@
 #include "config.h"
 #include "yamlfile.h"
 
+#include <duplex/http.h>
 #include <yaml.h>
 
 #include <ctype.h>
@@ -76,6 +77,8 @@ void config_to_server(const serve_config *c, dx_server_config *o) {
   o->static_root = c->root;
   o->tls_cert = c->tls_cert;
   o->tls_key = c->tls_key;
+  o->trusted_proxies = c->trusted_proxies;
+  o->proxy_protocol = c->proxy_protocol;
   o->max_message = c->max_message;
   o->max_connections = c->max_connections;
   o->max_per_ip = c->max_per_ip;
@@ -162,6 +165,7 @@ typedef enum kind {
   K_PATHS,   /* list of paths starting with '/'; [] is "not set" */
   K_KEYS,    /* API keys: strings of 16+ characters; [] is "not set" */
   K_GRANTS,  /* topic patterns; [] is "none" */
+  K_CIDRS,   /* networks (dx_cidr_parse); [] is "not set" */
   K_BOOL,    /* true/false/yes/no/on/off */
   K_INT,     /* int within [min, max] */
   K_THREADS, /* int within [1, 255] or "auto" (0) */
@@ -230,6 +234,8 @@ static const opt TOP[] = {
     {"echo", K_PATHS, OFF(echo), 0, 0, NULL, NULL},
     {"origins", K_STRS, OFF(origins), 0, 0, NULL, NULL},
     {"deflate", K_BOOL, OFF(deflate), 0, 0, NULL, NULL},
+    {"trusted_proxies", K_CIDRS, OFF(trusted_proxies), 0, 0, NULL, NULL},
+    {"proxy_protocol", K_BOOL, OFF(proxy_protocol), 0, 0, NULL, NULL},
     {"history", K_COUNT, OFF(history), 0, 1e6, NULL, NULL},
     {"history_age", K_MS, OFF(history_age_ms), 0, 0, NULL, NULL},
     {"rate", K_NUMBER, OFF(rate), 0, 1e6, NULL, NULL},
@@ -305,6 +311,7 @@ static const char *expects(kind k) {
   case K_PATHS:
   case K_KEYS:
   case K_GRANTS:
+  case K_CIDRS:
     return "a list";
   case K_BOOL:
     return "true or false";
@@ -446,6 +453,10 @@ static int set_list(ctx *c, const opt *o, const yaml_node_t *n) {
                   o->key, v);
     if (o->k == K_STRS && !*v)
       return fail(c, item, "%s: an empty string", o->key);
+    dx_cidr net;
+    const char *why = "";
+    if (o->k == K_CIDRS && dx_cidr_parse(v, &net, &why))
+      return fail(c, item, "%s: '%s': %s", o->key, v, why);
     list[i] = v;
   }
   list[count] = NULL;
@@ -572,6 +583,7 @@ static int set_value(ctx *c, const opt *o, const yaml_node_t *n) {
   case K_PATHS:
   case K_KEYS:
   case K_GRANTS:
+  case K_CIDRS:
     return set_list(c, o, n);
   default:
     if (n->type != YAML_SCALAR_NODE)

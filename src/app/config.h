@@ -75,6 +75,10 @@ struct serve_config {
   const char *redis;         /* Redis backplane URL; NULL: in-process */
   const char *redis_prefix;  /* its key prefix; NULL: "dx:" */
 
+  /* Load balancers in front (dx_server_config has the details). */
+  const char *const *trusted_proxies; /* CIDRs; NULL: trust no one */
+  bool proxy_protocol;                /* false */
+
   /* Limits. */
   size_t max_message;     /* 16 MiB (after decompression) */
   size_t max_connections; /* 0: unlimited */
@@ -116,7 +120,7 @@ void config_free(serve_config *cfg);
 
 /* Maps the server-level fields onto a dx_server_config (zero it first; the
  * log hook and handle_signals are the caller's): port, host, static_root,
- * threads, TLS, limits, timers (ping 0 -> never), write_limit (hard; high a
+ * threads, TLS, trusted proxies and PROXY protocol, limits, timers (ping 0 -> never), write_limit (hard; high a
  * quarter, low a sixteenth, as --write-limit) and shutdown_code. Pointers are
  * borrowed from cfg. */
 void config_to_server(const serve_config *cfg, dx_server_config *out);

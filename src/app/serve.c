@@ -4,6 +4,7 @@
 #include "config.h"
 #include "realtime.h"
 
+#include <duplex/http.h>
 #include <duplex/server.h>
 
 #include <ctype.h>
@@ -51,6 +52,14 @@ static const char *serve_help =
     "                        channel endpoint takes same-origin pages only,\n"
     "                        echo endpoints any)\n"
     "\n"
+    "behind load balancers:\n"
+    "  --trust-proxy CIDR    believe X-Forwarded-For (and PROXY headers) from\n"
+    "                        these proxies: 10.0.0.0/8, ::1/128, 192.0.2.7\n"
+    "                        (repeatable; default: no one)\n"
+    "  --proxy-protocol      trusted proxies send a PROXY protocol header\n"
+    "                        (v1 or v2, HAProxy send-proxy); needs\n"
+    "                        --trust-proxy\n"
+    "\n"
     "limits and timers:\n"
     "  --max-message SIZE    largest message, after decompression (16MiB)\n"
     "  --max-connections N   WebSocket connections in all (unlimited)\n"
@@ -75,6 +84,8 @@ typedef struct serve_opts {
   int norigins;
   const char *api_keys[MAX_LIST + 1];
   int nkeys;
+  const char *proxies[MAX_LIST + 1];
+  int nproxies;
   bool no_realtime;
   bool print_port;
 } serve_opts;
@@ -207,7 +218,9 @@ enum {
   O_JWTKEY,
   O_SHUTCODE,
   O_REDIS,
-  O_REDISPFX
+  O_REDISPFX,
+  O_TRUSTPROXY,
+  O_PROXYPROTO
 };
 
 static const struct option opts[] = {{"port", 1, 0, O_PORT},
@@ -248,6 +261,8 @@ static const struct option opts[] = {{"port", 1, 0, O_PORT},
                                      {"shutdown-code", 1, 0, O_SHUTCODE},
                                      {"redis", 1, 0, O_REDIS},
                                      {"redis-prefix", 1, 0, O_REDISPFX},
+                                     {"trust-proxy", 1, 0, O_TRUSTPROXY},
+                                     {"proxy-protocol", 0, 0, O_PROXYPROTO},
                                      {0, 0, 0, 0}};
 
 static bool parse_count(const char *v, long max, long *out) {
@@ -333,6 +348,18 @@ static int apply_flag(serve_opts *o, int ch, const char *v) {
     if (o->norigins == MAX_LIST) return bad("--origin", v, "too many");
     o->origins[o->norigins++] = v;
     c->origins = o->origins;
+    break;
+  case O_TRUSTPROXY: {
+    dx_cidr net;
+    const char *why = "";
+    if (dx_cidr_parse(v, &net, &why)) return bad("--trust-proxy", v, why);
+    if (o->nproxies == MAX_LIST) return bad("--trust-proxy", v, "too many");
+    o->proxies[o->nproxies++] = v;
+    c->trusted_proxies = o->proxies;
+    break;
+  }
+  case O_PROXYPROTO:
+    c->proxy_protocol = true;
     break;
   case O_APIKEY:
     if (o->nkeys == MAX_LIST) return bad("--api-key", v, "too many");
@@ -463,6 +490,13 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
   }
   if (o->c.tls_key && !o->c.tls_cert) {
     fprintf(stderr, "duplex serve: --tls-key needs --tls-cert\n");
+    return APP_USAGE;
+  }
+  if (o->c.proxy_protocol && !o->c.trusted_proxies) {
+    fprintf(stderr,
+            "duplex serve: --proxy-protocol (proxy_protocol) needs "
+            "--trust-proxy CIDR (trusted_proxies): the addresses of the "
+            "proxies that send the header\n");
     return APP_USAGE;
   }
   return 0;

@@ -541,7 +541,10 @@ static void feed_http(dx_conn *c, uint8_t *p, size_t n) {
     c->head = NULL;
     c->head_len = c->head_cap = 0;
   }
+  uint8_t hop[16];
+  bool fwd = dx__forwarded_apply(c, &req, hop);
   handle_request(c, &rq, p + rc, body, p + rc + body, n - (size_t)rc - body);
+  if (fwd) dx__forwarded_restore(c, hop);
   free(owned);
 }
 
@@ -722,6 +725,7 @@ static void on_readable(dx_conn *c) {
   uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
   for (;;) {
     if (c->dead || c->read_paused) return;
+    if (c->proxy_wait && !dx__proxy_read(c)) return;
     ssize_t n = read(c->io.fd, buf, cap);
     if (n > 0) {
       DX__INC(c->sl, bytes_in, (uint64_t)n);
@@ -954,6 +958,7 @@ void dx__conn_accept(dx__sloop *sl, int fd, const struct sockaddr_storage *ss) {
   c->user_room = (uint32_t)usz;
   c->file_fd = -1;
   c->first_request = true;
+  c->proxy_wait = sl->srv->cfg.proxy_protocol;
   set_peer(c, ss);
   if (dx__sl_register(sl, c)) {
     close(fd);

@@ -93,6 +93,7 @@ struct dx_conn {
   bool deflate_charged : 1;
   bool fresh : 1; /* upgraded; trim the output once the 101 is out */
   bool awaiting : 1; /* a deferred HTTP answer (dx_http_defer) is owed */
+  bool proxy_wait : 1; /* PROXY protocol on: the header is not read yet */
   /* user data follows, aligned */
   _Alignas(16) unsigned char user[];
 };
@@ -147,6 +148,9 @@ struct dx_server {
   struct dx_tls_ctx *tls_ctx; /* current; replaced on reload */
   pthread_mutex_t tls_lock;   /* guards tls_ctx swaps against new conns */
   char error[256];            /* why dx_server_start failed */
+  /* trusted proxies (forwarded.c) */
+  struct dx_cidr *trusted;
+  size_t ntrusted;
   /* per-IP WebSocket counts */
   pthread_mutex_t ip_lock;
   struct dx__ipcount *ips;
@@ -161,6 +165,20 @@ void dx__conn_shutdown_all(dx__sloop *sl);
 void dx__conn_destroy(dx_conn *c);
 uint32_t dx__sl_now(const dx__sloop *sl);
 void dx__conn_mark_dirty(dx_conn *c);
+
+/* forwarded.c: client addresses behind trusted proxies */
+struct dx_http_request;
+int dx__forwarded_init(dx_server *srv);
+void dx__forwarded_free(dx_server *srv);
+/* PROXY protocol phase: 1 when the header is done (read on), 0 when waiting
+ * for more bytes or the connection was closed. */
+int dx__proxy_read(dx_conn *c);
+/* X-Forwarded-For of a request: true when c's address was replaced by the
+ * client's (the previous one saved in hop, for dx__forwarded_restore after
+ * the request). */
+bool dx__forwarded_apply(dx_conn *c, const struct dx_http_request *req,
+                         uint8_t hop[16]);
+void dx__forwarded_restore(dx_conn *c, const uint8_t hop[16]);
 
 /* server.c */
 struct dx_tls *dx__server_tls_new(dx_server *srv);

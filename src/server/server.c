@@ -281,6 +281,11 @@ static void on_signal(dx_io *io, unsigned events) {
   dx__sloop *sl = (dx__sloop *)((char *)io - offsetof(dx__sloop, signal_io));
   struct signalfd_siginfo si;
   while (read(io->fd, &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGHUP && !sl->srv->cfg.tls_cert) {
+      dx__log(sl->srv, "signal", NULL, NULL, 0, SIGHUP,
+              "nothing to reload (no TLS)");
+      continue;
+    }
     if (si.ssi_signo == SIGHUP) {
       int rc = dx_server_reload_tls(sl->srv);
       dx__log(sl->srv, "signal", NULL, NULL, 0, SIGHUP,
@@ -390,6 +395,10 @@ int dx_server_start(dx_server *srv) {
   }
   if (srv->cfg.tls_cert && !srv->tls_ctx && !(srv->tls_ctx = load_tls(srv)))
     return DX_ETLS;
+  if (!srv->trusted) {
+    int frc = dx__forwarded_init(srv);
+    if (frc) return frc;
+  }
   srv->port = srv->cfg.port;
   srv->shutdown_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (srv->shutdown_efd < 0) return -errno;
@@ -425,7 +434,9 @@ int dx_server_run(dx_server *srv) {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    if (srv->cfg.tls_cert) sigaddset(&set, SIGHUP);
+    /* SIGHUP also without TLS: a reload (systemctl reload) must never be
+     * the default action, which is to exit. */
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (sfd >= 0)
@@ -490,6 +501,7 @@ void dx_server_free(dx_server *srv) {
   dx_tls_ctx_unref(srv->tls_ctx);
   pthread_mutex_destroy(&srv->tls_lock);
   free(srv->ips);
+  dx__forwarded_free(srv);
   pthread_mutex_destroy(&srv->ip_lock);
   free(srv);
 }

@@ -115,6 +115,8 @@ static const char FULL[] =
     "origins:\n"
     "  - https://example.com\n"
     "deflate: no\n"
+    "trusted_proxies: [10.0.0.0/8, '::1/128', 192.0.2.7]\n"
+    "proxy_protocol: on\n"
     "history: 5000\n"
     "history_age: 10m\n"
     "rate: 2.5\n"
@@ -166,6 +168,9 @@ static void test_full_file(void) {
   CHECK_INT(count(c.origins), 1);
   CHECK_STR(c.origins[0], "https://example.com");
   CHECK(!c.deflate);
+  CHECK_INT(count(c.trusted_proxies), 3);
+  CHECK_STR(c.trusted_proxies[1], "::1/128");
+  CHECK(c.proxy_protocol);
   CHECK_INT(c.history, 5000);
   CHECK_INT(c.history_age_ms, 600000);
   CHECK(c.rate == 2.5);
@@ -219,6 +224,8 @@ static void test_full_file(void) {
   CHECK_INT(s.write_high, 1 << 20);
   CHECK_INT(s.write_low, 256 << 10);
   CHECK_INT(s.shutdown_code, 4000);
+  CHECK_STR(s.trusted_proxies[2], "192.0.2.7");
+  CHECK(s.proxy_protocol);
   config_free(&c);
   CHECK(!c.mem);
   CHECK_INT(c.port, 8080); /* config_free resets to defaults */
@@ -345,6 +352,15 @@ static const bad_case BAD[] = {
      "a list"},
     {"origins:\n  -\n", 2, "origins: each item is a string, not null"},
     {"origins: ['']\n", 1, "origins: an empty string"},
+    {"trusted_proxies:\n  - 10.0.0.0/8\n  - 10.0.0.1/8\n", 3,
+     "trusted_proxies: '10.0.0.1/8': address bits are set past the prefix"},
+    {"trusted_proxies: [10.0.0.0/33]\n", 1,
+     "trusted_proxies: '10.0.0.0/33': an IPv4 prefix length is 0..32"},
+    {"trusted_proxies: [lb.example.com]\n", 1,
+     "trusted_proxies: 'lb.example.com': not an IPv4 or IPv6 address"},
+    {"trusted_proxies: 10.0.0.0/8\n", 1,
+     "trusted_proxies: expected a list, got a scalar"},
+    {"proxy_protocol: v2\n", 1, "proxy_protocol: 'v2' is not true or false"},
     {"host: ''\n", 1, "host: an empty string"},
     {"auth:\n  anonymous:\n    subscribe:\n      - ok:*\n      - 'bad "
      "pattern'\n",

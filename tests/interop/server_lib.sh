@@ -40,11 +40,15 @@ dx_server_start() {
   local var=$1
   shift
   local out=$DX_TMP/$var.port err=$DX_TMP/$var.stderr
+  # DX_SERVE_VERBOSE=1: keep the per-connection log lines (for tests that
+  # read them).
+  local quiet=(--quiet)
+  [[ "${DX_SERVE_VERBOSE:-}" == 1 ]] && quiet=()
   # ASAN_OPTIONS: report leaks at exit (the default on Linux, made explicit)
   # and make any report fatal with a recognisable exit code.
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=86} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
-    "$DX_BIN" serve --port 0 --print-port --host 127.0.0.1 --quiet "$@" \
+    "$DX_BIN" serve --port 0 --print-port --host 127.0.0.1 "${quiet[@]}" "$@" \
     >"$out" 2>"$err" &
   local pid=$!
   DX_SERVER_PIDS+=("$pid")

@@ -8,7 +8,7 @@
 # Environment:
 #   FUZZ_BUILD_DIR   build the fuzz targets there instead
 #   FUZZ_SECONDS     per target (default 30; `make fuzz` uses 600)
-#   FUZZ_TARGETS     which targets (default: frames http handshake)
+#   FUZZ_TARGETS     which targets (default: frames http handshake proxy)
 #   FUZZ_CORPUS_DIR  keep the growing corpus here (default: a temp copy)
 set -euo pipefail
 
@@ -22,7 +22,7 @@ if [[ -f "$fbuild/CMakeLists.txt" || "$fbuild" == "$src" ]]; then
   exit 1
 fi
 seconds=${FUZZ_SECONDS:-30}
-targets=${FUZZ_TARGETS:-frames http handshake}
+targets=${FUZZ_TARGETS:-frames http handshake proxy}
 jobs=$(nproc 2>/dev/null || echo 2)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/duplex-fuzz.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
