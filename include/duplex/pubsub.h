@@ -543,6 +543,9 @@ typedef struct dx_ps_redis_config {
   size_t max_inflight;   /* publishes sent and not answered; 0: 10,000 */
   uint64_t timeout_ms;   /* connect and command timeout; 0: 3,000 */
   const char *prefix;    /* key prefix; NULL: "dx:" */
+  /* This node's name in Redis (presence, counts); NULL: host:pid:random.
+   * Two live nodes must not share one. */
+  const char *node_id;
 } dx_ps_redis_config;
 
 /* Parses the URL and allocates; connects only at dx_ps_redis_start. NULL
@@ -571,6 +574,54 @@ typedef struct dx_ps_redis_status {
 
 /* A snapshot. THREAD-SAFE. */
 DX_API void dx_ps_redis_status_get(dx_ps_redis *r, dx_ps_redis_status *out);
+
+/* This node's name in Redis (cfg.node_id or the one made up). */
+DX_API const char *dx_ps_redis_node_id(const dx_ps_redis *r);
+
+/*
+ * CLUSTER-WIDE VIEWS. Each node writes, every few seconds (and soon after
+ * dx_ps_redis_touch), its presence members per topic and its subscriber
+ * count per topic to Redis, in keys that expire 15 s after the last write:
+ * a node that dies vanishes from both within that time. The queries read
+ * every live node's entries in one script and answer through fn, on the
+ * backplane's thread (rc DX_EUNAVAIL, with nothing, when Redis is away).
+ */
+
+/* Makes the next refresh (within a quarter second) rewrite topic's
+ * presence entry: call it after a member joins or leaves. THREAD-SAFE. */
+DX_API void dx_ps_redis_touch(dx_ps_redis *r, const char *topic);
+
+/* The members of topic on every node, each once (a member on two nodes:
+ * the first info found). THREAD-SAFE. Returns 0 (fn will be called
+ * once), DX_EINVAL, DX_ENOMEM, DX_EUNAVAIL. */
+DX_API int dx_ps_redis_presence(dx_ps_redis *r, const char *topic,
+                                void (*fn)(void *ud, int rc,
+                                           const dx_ps_member *members,
+                                           size_t n),
+                                void *ud);
+
+typedef struct dx_ps_redis_topic {
+  const char *topic;
+  uint64_t seq;       /* from Redis; 0 when it has none */
+  const char *epoch;  /* "" when Redis has none */
+  size_t subscribers; /* on every live node */
+  size_t nodes;       /* live nodes with subscribers */
+} dx_ps_redis_topic;
+
+/* The topics that have subscribers on some live node. THREAD-SAFE.
+ * Returns 0 (fn will be called once), DX_ENOMEM, DX_EUNAVAIL. */
+DX_API int dx_ps_redis_topics(dx_ps_redis *r,
+                              void (*fn)(void *ud, int rc,
+                                         const dx_ps_redis_topic *topics,
+                                         size_t n, size_t nodes),
+                              void *ud);
+
+/* Hands frame[0..len) to dx_ps_broadcast(topic) on every OTHER node (for
+ * presence join/leave events), in order with the topic's messages there.
+ * Unsequenced and not retained: lost if Redis is away. THREAD-SAFE.
+ * Returns 0, DX_EINVAL, DX_ENOMEM, DX_EUNAVAIL. */
+DX_API int dx_ps_redis_broadcast(dx_ps_redis *r, const char *topic,
+                                 const void *frame, size_t len);
 
 #ifdef __cplusplus
 }

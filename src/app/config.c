@@ -245,6 +245,7 @@ static const opt TOP[] = {
     {"presence", K_BOOL, OFF(presence), 0, 0, NULL, NULL},
     {"redis", K_STR, OFF(redis), 0, 0, NULL, NULL},
     {"redis_prefix", K_STR, OFF(redis_prefix), 0, 0, NULL, NULL},
+    {"node_id", K_STR, OFF(node_id), 0, 0, NULL, NULL},
     {"max_message", K_SIZE, OFF(max_message), 1, 0, NULL, NULL},
     {"max_connections", K_COUNT, OFF(max_connections), 0, 1e9, NULL, NULL},
     {"max_per_ip", K_COUNT, OFF(max_per_ip), 0, 1e9, NULL, NULL},

@@ -74,6 +74,7 @@ struct serve_config {
   bool presence;             /* false */
   const char *redis;         /* Redis backplane URL; NULL: in-process */
   const char *redis_prefix;  /* its key prefix; NULL: "dx:" */
+  const char *node_id;       /* this node's name in Redis; NULL: made up */
 
   /* Load balancers in front (dx_server_config has the details). */
   const char *const *trusted_proxies; /* CIDRs; NULL: trust no one */

@@ -332,8 +332,14 @@ static void run_dispatch(void *arg) {
  * for anonymous members, "name": the subject or null}. */
 static json_t *member_json(dx_conn *c) {
   rt_conn *rc = dx_conn_user(c);
-  char idbuf[32];
-  snprintf(idbuf, sizeof idbuf, "c-%llx", (unsigned long long)dx_conn_id(c));
+  char idbuf[200];
+  /* Connection ids are per node: with Redis, the node makes it unique. */
+  if (g_rt && g_rt->redis)
+    snprintf(idbuf, sizeof idbuf, "c-%llx@%s",
+             (unsigned long long)dx_conn_id(c),
+             dx_ps_redis_node_id(g_rt->redis));
+  else
+    snprintf(idbuf, sizeof idbuf, "c-%llx", (unsigned long long)dx_conn_id(c));
   bool named = rc->id.subject && *rc->id.subject;
   return json_pack("{s:s, s:o}", "id", named ? rc->id.subject : idbuf, "name",
                    named ? json_string(rc->id.subject) : json_null());
@@ -358,6 +364,13 @@ static void broadcast_presence(realtime *rt, dx_conn *c, const char *topic,
     memcpy(frame + sizeof origin, hdr, hn);
     memcpy(frame + sizeof origin + hn, s, len);
     dx_ps_broadcast(rt->ps, topic, frame, sizeof origin + hn + len);
+    if (rt->redis) {
+      /* Other nodes' subscribers too; there no connection is the origin
+       * (ids are per node), so the origin there is 0. */
+      memset(frame, 0, sizeof origin);
+      dx_ps_redis_broadcast(rt->redis, topic, frame, sizeof origin + hn + len);
+      dx_ps_redis_touch(rt->redis, topic);
+    }
   }
   free(frame);
   free(s);
@@ -697,19 +710,62 @@ static void op_publish(realtime *rt, dx_conn *c, json_t *req) {
   pub_free(w);
 }
 
+typedef struct pres_wait {
+  realtime *rt;
+  uint64_t conn;
+  json_t *id;
+  char topic[DX_PS_TOPIC_MAX + 1];
+} pres_wait;
+
+static void presence_answer(void *ud, int rc, const dx_ps_member *m,
+                            size_t n) {
+  pres_wait *w = ud;
+  json_t *j;
+  if (rc == 0) {
+    json_t *members = json_array();
+    for (size_t i = 0; i < n; i++)
+      add_member(members, m[i].id, m[i].info, m[i].info_len);
+    j = json_pack("{s:s, s:s, s:o}", "op", "presence", "topic", w->topic,
+                  "members", members);
+  } else {
+    count(w->rt, C_UNAVAILABLE);
+    j = json_pack("{s:s, s:s, s:s}", "op", "error", "code", "unavailable",
+                  "message", UNAVAILABLE_MSG);
+  }
+  if (j && w->id) json_object_set(j, "id", w->id);
+  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+  if (s) dx_server_send(w->rt->srv, w->conn, DX_OP_TEXT, s, strlen(s));
+  free(s);
+  json_decref(j);
+  json_decref(w->id);
+  free(w);
+}
+
 static void op_presence(realtime *rt, dx_conn *c, json_t *req) {
   rt_conn *rc = dx_conn_user(c);
   const char *topic = topic_of(rt, c, req);
   if (!topic) return;
   if (!allowed(rc, AUTH_SUBSCRIBE, topic))
     return send_error(rt, c, req, C_FORBIDDEN, "not allowed on this topic");
-  json_t *members = json_array();
-  int n = dx_ps_presence(rt->ps, topic, add_member, members);
-  if (n == DX_ESTATE) {
-    json_decref(members);
+  if (!rt->cfg.presence)
     return send_error(rt, c, req, C_UNKNOWN_OP,
                       "presence is off on this server");
+  if (rt->redis) {
+    /* Every node's members, from Redis; answered from its thread. */
+    pres_wait *w = calloc(1, sizeof *w);
+    if (!w) return send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
+    w->rt = rt;
+    w->conn = dx_conn_id(c);
+    w->id = json_incref(json_object_get(req, "id"));
+    snprintf(w->topic, sizeof w->topic, "%s", topic);
+    int r = dx_ps_redis_presence(rt->redis, topic, presence_answer, w);
+    if (r == 0) return;
+    json_decref(w->id);
+    free(w);
+    return send_error(rt, c, req, C_UNAVAILABLE, UNAVAILABLE_MSG);
   }
+  json_t *members = json_array();
+  dx_ps_presence(rt->ps, topic, add_member, members);
   send_json(c, with_id(json_pack("{s:s, s:s, s:o}", "op", "presence", "topic",
                                  topic, "members", members),
                        req));
@@ -1029,6 +1085,75 @@ static void add_topic(void *ud, const dx_ps_topic_info *t) {
                                       (json_int_t)t->retained));
 }
 
+typedef struct topics_wait {
+  realtime *rt;
+  uint64_t token;
+} topics_wait;
+
+typedef struct topics_merge {
+  json_t *byname, *arr;
+} topics_merge;
+
+/* This node's own view is fresher than what it last wrote to Redis (every
+ * two seconds): its retained count, its subscribers, and topics it has
+ * that Redis's list does not show yet. */
+static void local_retained(void *ud, const dx_ps_topic_info *t) {
+  topics_merge *m = ud;
+  json_t *e = json_object_get(m->byname, t->topic);
+  if (!e && !t->subscribers && !t->retained) return;
+  if (!e) {
+    e = json_pack("{s:s, s:I, s:s, s:I, s:I}", "topic", t->topic, "seq",
+                  (json_int_t)t->seq, "epoch", t->epoch, "subscribers",
+                  (json_int_t)t->subscribers, "nodes",
+                  (json_int_t)(t->subscribers ? 1 : 0));
+    json_array_append_new(m->arr, e);
+  }
+  json_object_set_new(e, "retained", json_integer((json_int_t)t->retained));
+  json_object_set_new(e, "local_subscribers",
+                      json_integer((json_int_t)t->subscribers));
+}
+
+/* With Redis: the topics with subscribers on any live node, their
+ * cluster-wide counts, seq and epoch from Redis, and what this node
+ * retains of each. */
+static void topics_answer(void *ud, int rc, const dx_ps_redis_topic *t,
+                          size_t n, size_t nodes) {
+  topics_wait *w = ud;
+  realtime *rt = w->rt;
+  json_t *j;
+  int status = 200;
+  if (rc == 0) {
+    json_t *arr = json_array(), *byname = json_object();
+    for (size_t i = 0; i < n; i++) {
+      json_t *e = json_pack("{s:s, s:I, s:s, s:I, s:I, s:I, s:I}", "topic",
+                            t[i].topic, "seq", (json_int_t)t[i].seq, "epoch",
+                            t[i].epoch, "subscribers",
+                            (json_int_t)t[i].subscribers, "nodes",
+                            (json_int_t)t[i].nodes, "retained", (json_int_t)0,
+                            "local_subscribers", (json_int_t)0);
+      json_array_append(arr, e);
+      json_object_set_new(byname, t[i].topic, e);
+    }
+    topics_merge m = {byname, arr};
+    dx_ps_topics(rt->ps, now_ms(), local_retained, &m);
+    json_decref(byname);
+    j = json_pack("{s:o, s:I}", "topics", arr, "nodes", (json_int_t)nodes);
+  } else {
+    count(rt, C_UNAVAILABLE);
+    status = 503;
+    j = json_pack("{s:s, s:s}", "error", "unavailable", "message",
+                  UNAVAILABLE_MSG);
+  }
+  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+  json_decref(j);
+  size_t len = s ? strlen(s) : 0;
+  if (s) s[len] = '\n';
+  dx_server_http_reply(rt->srv, w->token, s ? status : 500,
+                       "application/json", s ? s : "", s ? len + 1 : 0, NULL);
+  free(s);
+  free(w);
+}
+
 static void api_topics(dx_http_exchange *x, const dx_http_view *v, void *ud) {
   realtime *rt = ud;
   if (strcmp(v->method, "GET") != 0) {
@@ -1036,6 +1161,16 @@ static void api_topics(dx_http_exchange *x, const dx_http_view *v, void *ud) {
     return;
   }
   if (!api_authorized(rt, x, v)) return;
+  if (rt->redis) {
+    topics_wait *w = calloc(1, sizeof *w);
+    if (!w) return reply_error(x, 500, "out of memory");
+    w->rt = rt;
+    w->token = dx_http_defer(x);
+    int r = dx_ps_redis_topics(rt->redis, topics_answer, w);
+    if (r == 0) return;
+    topics_answer(w, r, NULL, 0, 0);
+    return;
+  }
   json_t *arr = json_array();
   dx_ps_topics(rt->ps, now_ms(), add_topic, arr);
   reply_json(x, 200, json_pack("{s:o}", "topics", arr));
@@ -1312,7 +1447,8 @@ realtime *rt_new(dx_server *srv, const rt_config *cfg, char *err,
                                       .url = rt->cfg.redis_url,
                                       .loop = rt->bp_loop,
                                       .history = rt->cfg.history,
-                                      .prefix = rt->cfg.redis_prefix},
+                                      .prefix = rt->cfg.redis_prefix,
+                                      .node_id = rt->cfg.node_id},
                                   &why)
                             : NULL;
     if (!rt->redis) {

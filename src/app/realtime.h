@@ -52,6 +52,7 @@ typedef struct rt_config {
                                  skip/conflate hold messages back; 0: 256 KiB */
   const char *redis_url;      /* the Redis backplane; NULL: in-process */
   const char *redis_prefix;   /* its key prefix; NULL: "dx:" */
+  const char *node_id;        /* this node in Redis; NULL: host:pid:random */
 } rt_config;
 
 /* Registers the routes on srv (not started yet). NULL with err on failure. */

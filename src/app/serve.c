@@ -42,6 +42,7 @@ static const char *serve_help =
     "  --redis URL           share topics with other nodes through Redis:\n"
     "                        redis://[[user]:password@]host[:port][/db]\n"
     "  --redis-prefix P      Redis key and channel prefix (dx:)\n"
+    "  --node-id NAME        this node's name in Redis (host:pid:random)\n"
     "\n"
     "auth and origins:\n"
     "  --auth MODE           required | optional | off (off)\n"
@@ -219,6 +220,7 @@ enum {
   O_SHUTCODE,
   O_REDIS,
   O_REDISPFX,
+  O_NODEID,
   O_TRUSTPROXY,
   O_PROXYPROTO
 };
@@ -261,6 +263,7 @@ static const struct option opts[] = {{"port", 1, 0, O_PORT},
                                      {"shutdown-code", 1, 0, O_SHUTCODE},
                                      {"redis", 1, 0, O_REDIS},
                                      {"redis-prefix", 1, 0, O_REDISPFX},
+                                     {"node-id", 1, 0, O_NODEID},
                                      {"trust-proxy", 1, 0, O_TRUSTPROXY},
                                      {"proxy-protocol", 0, 0, O_PROXYPROTO},
                                      {0, 0, 0, 0}};
@@ -296,6 +299,9 @@ static int apply_flag(serve_opts *o, int ch, const char *v) {
     break;
   case O_REDISPFX:
     c->redis_prefix = v;
+    break;
+  case O_NODEID:
+    c->node_id = v;
     break;
   case O_CERT:
     c->tls_cert = v;
@@ -531,7 +537,8 @@ static realtime *add_realtime(dx_server *srv, serve_opts *o, auth *a) {
                   .heartbeat_ms = o->c.ping_interval_ms,
                   .high_water = o->c.write_limit / 4,
                   .redis_url = o->c.redis,
-                  .redis_prefix = o->c.redis_prefix};
+                  .redis_prefix = o->c.redis_prefix,
+                  .node_id = o->c.node_id};
   char err[256];
   realtime *rt = rt_new(srv, &rc, err, sizeof err);
   if (!rt) fprintf(stderr, "duplex serve: %s\n", err);

@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 #define DEFAULT_TTL_MS (24ULL * 3600 * 1000)
 #define DEFAULT_INFLIGHT 10000
@@ -102,6 +103,91 @@ static const char sync_lua[] =
     "return {e, seq, entries, t[1] .. string.format('%03d',\n"
     "        math.floor(t[2] / 1000))}\n";
 
+/* KEYS: this node's presence hash for the topic, the topic's zset of
+ * nodes. ARGV: node, ttl, then id, info pairs (none: the node has no
+ * member there any more). Scores are Redis's clock: no node's clock skew
+ * matters. */
+static const char presence_put_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "if #ARGV > 2 then\n"
+    "  for i = 3, #ARGV, 2 do\n"
+    "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])\n"
+    "  end\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])\n"
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[2])\n"
+    "else\n"
+    "  redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "end\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
+    "return 1\n";
+
+/* KEYS: the topic's zset of nodes. ARGV: the presence hash names' prefix
+ * (the node is appended). Returns id, info, id, info... of live nodes. */
+static const char presence_get_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local out = {}\n"
+    "for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) "
+    "do\n"
+    "  local h = redis.call('HGETALL', ARGV[1] .. n)\n"
+    "  for i = 1, #h do out[#out + 1] = h[i] end\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: this node's counts hash, the zset of nodes. ARGV: node, ttl, then
+ * topic, count pairs. */
+static const char counts_put_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "for i = 3, #ARGV, 2 do\n"
+    "  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])\n"
+    "redis.call('PEXPIRE', KEYS[2], ARGV[2])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
+    "return 1\n";
+
+/* KEYS: the zset of nodes. ARGV: the key prefix. Returns {live nodes,
+ * {{topic, subscribers, nodes, epoch, seq}...}}. */
+static const char topics_get_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local nodes = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')\n"
+    "local sum, seen, order = {}, {}, {}\n"
+    "for _, n in ipairs(nodes) do\n"
+    "  local h = redis.call('HGETALL', ARGV[1] .. 'n:' .. n)\n"
+    "  for i = 1, #h, 2 do\n"
+    "    local k = h[i]\n"
+    "    if not sum[k] then sum[k] = 0; seen[k] = 0; order[#order + 1] = k "
+    "end\n"
+    "    sum[k] = sum[k] + tonumber(h[i + 1])\n"
+    "    seen[k] = seen[k] + 1\n"
+    "  end\n"
+    "end\n"
+    "local out = {}\n"
+    "for _, k in ipairs(order) do\n"
+    "  local m = redis.call('HMGET', ARGV[1] .. 't:' .. k, 'epoch', 'seq')\n"
+    "  out[#out + 1] = {k, sum[k], seen[k], m[1] or '', tonumber(m[2] or "
+    "'0')}\n"
+    "end\n"
+    "return {#nodes, out}\n";
+
+enum { S_PUBLISH, S_SYNC, S_PPUT, S_PGET, S_CPUT, S_TGET, S_COUNT };
+static const char *const scripts[S_COUNT] = {
+    publish_lua,      sync_lua,       presence_put_lua,
+    presence_get_lua, counts_put_lua, topics_get_lua};
+
+/* Presence entries and counts live this long after their last write; they
+ * are rewritten well before. */
+#define VIEW_TTL_MS 15000
+#define COUNTS_EVERY_MS 2000
+#define PRESENCE_EVERY_MS 5000
+
 enum { T_IDLE, T_SYNCING, T_LIVE };
 
 typedef struct held {
@@ -160,7 +246,8 @@ struct dx_ps_redis {
   int port, db;
   char user[128], pass[256];
   char prefix[64], channel[80];
-  char publish_sha[41], sync_sha[41];
+  char node[128];
+  char sha[S_COUNT][41];
   size_t history;
   uint64_t ttl_ms, timeout_ms;
   size_t max_inflight;
@@ -174,6 +261,8 @@ struct dx_ps_redis {
   size_t inflight; /* publishes sent, not answered */
   size_t nsyncing;
   dx_ps_redis_status st;
+  char (*touched)[DX_PS_TOPIC_MAX + 1]; /* presence to rewrite soon */
+  size_t ntouched, touched_cap;
 
   /* Loop thread only: */
   rlink *cmd, *sub;
@@ -181,6 +270,7 @@ struct dx_ps_redis {
   unsigned attempt;
   uint64_t connect_started, last_progress, last_ping;
   size_t cmds_waiting; /* commands sent on cmd, not answered */
+  uint64_t last_counts, last_presence;
   dx_timer tick, retry;
 };
 
@@ -414,6 +504,7 @@ static void maybe_up(dx_ps_redis *r) {
   pthread_mutex_unlock(&r->mu);
   if (!was) {
     r->attempt = 0;
+    r->last_counts = r->last_presence = 0; /* rewrite both at once */
     all_stale(r); /* each topic with subscribers syncs again */
     kick_cb(r);
   }
@@ -461,7 +552,7 @@ static void script_loaded(redisAsyncContext *ac, void *reply, void *pd) {
   if (!rep || rep->type == REDIS_REPLY_ERROR || !r->cmd) return;
   /* The last set-up command (scripts load in order). */
   if (rep->type == REDIS_REPLY_STRING && rep->len == 40 &&
-      memcmp(rep->str, r->sync_sha, 40) == 0) {
+      memcmp(rep->str, r->sha[S_COUNT - 1], 40) == 0) {
     r->cmd_ready = true;
     maybe_up(r);
   }
@@ -534,10 +625,11 @@ static void connect_now(dx_ps_redis *r) {
   snprintf(db, sizeof db, "%d", r->db);
   const char *sel[2] = {"SELECT", db};
   cmd_send(r, setup_reply, r, 2, sel, NULL);
-  const char *lp[3] = {"SCRIPT", "LOAD", publish_lua};
-  cmd_send(r, setup_reply, r, 3, lp, NULL);
-  const char *ls[3] = {"SCRIPT", "LOAD", sync_lua};
-  cmd_send(r, script_loaded, r, 3, ls, NULL);
+  for (int i = 0; i < S_COUNT; i++) {
+    const char *load[3] = {"SCRIPT", "LOAD", scripts[i]};
+    cmd_send(r, i == S_COUNT - 1 ? script_loaded : setup_reply, r, 3, load,
+             NULL);
+  }
   auth(r, r->sub);
   const char *sub[2] = {"SUBSCRIBE", r->channel};
   if (redisAsyncCommandArgv(r->sub->ac, on_channel, r, 2, sub, NULL) !=
@@ -633,7 +725,7 @@ static void send_publish(dx_ps_redis *r, pub_req *q) {
   if (dx__ps_random_epoch(epoch) < 0) epoch[0] = '\0';
   snprintf(hist, sizeof hist, "%zu", r->history);
   snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)r->ttl_ms);
-  const char *argv[11] = {"EVALSHA", r->publish_sha, "2",     hkey,
+  const char *argv[11] = {"EVALSHA", r->sha[S_PUBLISH], "2",   hkey,
                           skey,      (char *)q->data, epoch, hist,
                           ttl,       r->channel,      q->topic};
   size_t lens[11];
@@ -752,7 +844,7 @@ static void sync_start(dx_ps_redis *r, rtopic *t) {
     answer_failed(r, t);
     return;
   }
-  const char *argv[10] = {"EVALSHA", r->sync_sha, "2", hkey, skey,
+  const char *argv[10] = {"EVALSHA", r->sha[S_SYNC], "2", hkey, skey,
                           ours,      seqs,        fresh, ttl, hist};
   hold_free(t);
   if (cmd_send(r, sync_reply, t, 10, argv, NULL) < 0) {
@@ -767,7 +859,26 @@ static void sync_start(dx_ps_redis *r, rtopic *t) {
 
 /* ---- the channel ---- */
 
+static void on_broadcast(dx_ps_redis *r, const char *p, size_t n) {
+  /* "!\n<node>\n<topic>\n<frame>" ('!' is never a topic's first byte) */
+  const char *end = p + n, *a = memchr(p + 2, '\n', n - 2), *b;
+  if (!a || !(b = memchr(a + 1, '\n', (size_t)(end - a - 1)))) return;
+  size_t nl = (size_t)(a - p - 2), tl = (size_t)(b - a - 1);
+  if ((nl == strlen(r->node) && memcmp(p + 2, r->node, nl) == 0) || !tl ||
+      tl > DX_PS_TOPIC_MAX)
+    return; /* our own: delivered here already */
+  char topic[DX_PS_TOPIC_MAX + 1];
+  memcpy(topic, a + 1, tl);
+  topic[tl] = '\0';
+  pthread_mutex_lock(&r->mu);
+  rtopic *t = find_topic(r, topic, name_hash(topic));
+  pthread_mutex_unlock(&r->mu);
+  if (t && t->state == T_LIVE)
+    dx_ps_broadcast(r->ps, topic, b + 1, (size_t)(end - b - 1));
+}
+
 static void on_message(dx_ps_redis *r, const char *p, size_t n) {
+  if (n >= 2 && p[0] == '!' && p[1] == '\n') return on_broadcast(r, p, n);
   /* "<topic>\n<epoch>\n<seq>\n<data>" */
   const char *end = p + n, *a = memchr(p, '\n', n), *b, *c;
   if (!a || !(b = memchr(a + 1, '\n', (size_t)(end - a - 1))) ||
@@ -903,6 +1014,331 @@ static void kick_cb(void *arg) {
   }
 }
 
+/* ---- cluster-wide views ---- */
+
+typedef struct strv {
+  const char **v;
+  size_t *len;
+  size_t n, cap;
+  char **own; /* strings made here */
+  size_t nown;
+} strv;
+
+static bool strv_add(strv *a, const char *p, size_t len, bool copy) {
+  if (a->n == a->cap) {
+    size_t cap = a->cap ? a->cap * 2 : 16;
+    const char **v = realloc(a->v, cap * sizeof *v);
+    size_t *l = v ? realloc(a->len, cap * sizeof *l) : NULL;
+    if (v) a->v = v;
+    if (!l) return false;
+    a->len = l;
+    a->cap = cap;
+  }
+  if (copy) {
+    char *c = malloc(len + 1), **o;
+    if (!c || !(o = realloc(a->own, (a->nown + 1) * sizeof *o))) {
+      free(c);
+      return false;
+    }
+    memcpy(c, p, len);
+    c[len] = '\0';
+    a->own = o;
+    a->own[a->nown++] = c;
+    p = c;
+  }
+  a->v[a->n] = p;
+  a->len[a->n++] = len;
+  return true;
+}
+
+static void strv_free(strv *a) {
+  for (size_t i = 0; i < a->nown; i++)
+    free(a->own[i]);
+  free(a->own);
+  free(a->v);
+  free(a->len);
+}
+
+static void view_reply(redisAsyncContext *ac, void *reply, void *pd) {
+  setup_reply(ac, reply, pd);
+}
+
+static void add_member(void *ud, const char *id, const void *info,
+                       size_t len) {
+  strv *a = ud;
+  if (strv_add(a, id, strlen(id), true)) strv_add(a, info, len, true);
+}
+
+/* Rewrites this node's presence entry for topic. */
+static void presence_put(dx_ps_redis *r, const char *topic) {
+  char key[DX_PS_TOPIC_MAX + 200], zkey[DX_PS_TOPIC_MAX + 70], ttl[24];
+  snprintf(key, sizeof key, "%sp:%s:%s", r->prefix, topic, r->node);
+  snprintf(zkey, sizeof zkey, "%spn:%s", r->prefix, topic);
+  snprintf(ttl, sizeof ttl, "%d", VIEW_TTL_MS);
+  strv a = {0};
+  const char *head[7] = {"EVALSHA", r->sha[S_PPUT], "2", key, zkey, r->node,
+                         ttl};
+  bool ok = true;
+  for (int i = 0; i < 7 && ok; i++)
+    ok = strv_add(&a, head[i], strlen(head[i]), false);
+  if (ok && dx_ps_presence(r->ps, topic, add_member, &a) >= 0 &&
+      a.n % 2 == 1)
+    cmd_send(r, view_reply, r, (int)a.n, a.v, a.len);
+  strv_free(&a);
+}
+
+typedef struct count_ctx {
+  strv *a;
+  strv *members; /* topics with presence members */
+} count_ctx;
+
+static void add_count(void *ud, const dx_ps_topic_info *t) {
+  count_ctx *c = ud;
+  if (t->subscribers) {
+    char n[24];
+    snprintf(n, sizeof n, "%zu", t->subscribers);
+    if (strv_add(c->a, t->topic, strlen(t->topic), true))
+      strv_add(c->a, n, strlen(n), true);
+  }
+  if (t->members && c->members)
+    strv_add(c->members, t->topic, strlen(t->topic), true);
+}
+
+static void refresh_views(dx_ps_redis *r, uint64_t now) {
+  bool counts = now - r->last_counts >= COUNTS_EVERY_MS;
+  bool presence = now - r->last_presence >= PRESENCE_EVERY_MS;
+  if (counts || presence) {
+    char key[200], zkey[80], ttl[24];
+    snprintf(key, sizeof key, "%sn:%s", r->prefix, r->node);
+    snprintf(zkey, sizeof zkey, "%snodes", r->prefix);
+    snprintf(ttl, sizeof ttl, "%d", VIEW_TTL_MS);
+    strv a = {0}, members = {0};
+    const char *head[7] = {"EVALSHA", r->sha[S_CPUT], "2", key, zkey, r->node,
+                           ttl};
+    for (int i = 0; i < 7; i++)
+      strv_add(&a, head[i], strlen(head[i]), false);
+    count_ctx c = {&a, presence ? &members : NULL};
+    dx_ps_topics(r->ps, now, add_count, &c);
+    if (counts && a.n % 2 == 1) cmd_send(r, view_reply, r, (int)a.n, a.v, a.len);
+    for (size_t i = 0; i < members.n; i++)
+      presence_put(r, members.v[i]);
+    strv_free(&a);
+    strv_free(&members);
+    if (counts) r->last_counts = now;
+    if (presence) r->last_presence = now;
+  }
+  pthread_mutex_lock(&r->mu);
+  char (*touched)[DX_PS_TOPIC_MAX + 1] = r->touched;
+  size_t n = r->ntouched;
+  r->touched = NULL;
+  r->ntouched = r->touched_cap = 0;
+  pthread_mutex_unlock(&r->mu);
+  for (size_t i = 0; i < n; i++)
+    presence_put(r, touched[i]);
+  free(touched);
+}
+
+void dx_ps_redis_touch(dx_ps_redis *r, const char *topic) {
+  if (!dx_ps_topic_valid(topic)) return;
+  pthread_mutex_lock(&r->mu);
+  bool seen = false;
+  for (size_t i = 0; i < r->ntouched && !seen; i++)
+    seen = strcmp(r->touched[i], topic) == 0;
+  if (!seen && r->ntouched == r->touched_cap) {
+    size_t cap = r->touched_cap ? r->touched_cap * 2 : 8;
+    void *t = realloc(r->touched, cap * sizeof *r->touched);
+    if (t) {
+      r->touched = t;
+      r->touched_cap = cap;
+    }
+  }
+  /* Without memory, the periodic rewrite catches up. */
+  if (!seen && r->ntouched < r->touched_cap)
+    strcpy(r->touched[r->ntouched++], topic);
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* A query or broadcast handed to the loop. */
+typedef struct job {
+  dx_ps_redis *r;
+  void (*pfn)(void *ud, int rc, const dx_ps_member *m, size_t n);
+  void (*tfn)(void *ud, int rc, const dx_ps_redis_topic *t, size_t n,
+              size_t nodes);
+  void *ud;
+  size_t len;
+  char topic[DX_PS_TOPIC_MAX + 1];
+  uint8_t data[]; /* broadcast: the frame */
+} job;
+
+static void job_fail(job *j) {
+  if (j->pfn) j->pfn(j->ud, DX_EUNAVAIL, NULL, 0);
+  if (j->tfn) j->tfn(j->ud, DX_EUNAVAIL, NULL, 0, 0);
+  free(j);
+}
+
+static int job_post(dx_ps_redis *r, job *j, void (*run)(void *)) {
+  pthread_mutex_lock(&r->mu);
+  bool up = r->up;
+  pthread_mutex_unlock(&r->mu);
+  if (!up) {
+    free(j);
+    return DX_EUNAVAIL;
+  }
+  int rc = dx_loop_post(r->loop, run, j);
+  if (rc) free(j);
+  return rc;
+}
+
+static int by_id(const void *a, const void *b) {
+  const dx_ps_member *x = a, *y = b;
+  return strcmp(x->id, y->id);
+}
+
+static void presence_got(redisAsyncContext *ac, void *reply, void *pd) {
+  job *j = pd;
+  redisReply *rep = reply;
+  setup_reply(ac, reply, j->r);
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements % 2) {
+    job_fail(j);
+    return;
+  }
+  size_t n = rep->elements / 2, k = 0;
+  dx_ps_member *m = calloc(n ? n : 1, sizeof *m);
+  if (!m) {
+    job_fail(j);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const redisReply *id = rep->element[2 * i], *in = rep->element[2 * i + 1];
+    if (id->type != REDIS_REPLY_STRING || in->type != REDIS_REPLY_STRING)
+      continue;
+    m[k++] = (dx_ps_member){.id = id->str, .info = in->str,
+                            .info_len = in->len};
+  }
+  /* One member on several nodes (a user with two tabs) is one member. */
+  qsort(m, k, sizeof *m, by_id);
+  size_t u = 0;
+  for (size_t i = 0; i < k; i++)
+    if (!u || strcmp(m[u - 1].id, m[i].id) != 0) m[u++] = m[i];
+  j->pfn(j->ud, 0, m, u);
+  free(m);
+  free(j);
+}
+
+static void presence_run(void *arg) {
+  job *j = arg;
+  dx_ps_redis *r = j->r;
+  char zkey[DX_PS_TOPIC_MAX + 70], prefix[DX_PS_TOPIC_MAX + 70];
+  snprintf(zkey, sizeof zkey, "%spn:%s", r->prefix, j->topic);
+  snprintf(prefix, sizeof prefix, "%sp:%s:", r->prefix, j->topic);
+  const char *argv[5] = {"EVALSHA", r->sha[S_PGET], "1", zkey, prefix};
+  if (cmd_send(r, presence_got, j, 5, argv, NULL) < 0) job_fail(j);
+}
+
+int dx_ps_redis_presence(dx_ps_redis *r, const char *topic,
+                         void (*fn)(void *ud, int rc,
+                                    const dx_ps_member *members, size_t n),
+                         void *ud) {
+  if (!dx_ps_topic_valid(topic) || !fn) return DX_EINVAL;
+  job *j = calloc(1, sizeof *j);
+  if (!j) return DX_ENOMEM;
+  *j = (job){.r = r, .pfn = fn, .ud = ud};
+  strcpy(j->topic, topic);
+  return job_post(r, j, presence_run);
+}
+
+static void topics_got(redisAsyncContext *ac, void *reply, void *pd) {
+  job *j = pd;
+  redisReply *rep = reply;
+  setup_reply(ac, reply, j->r);
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+      rep->element[0]->type != REDIS_REPLY_INTEGER ||
+      rep->element[1]->type != REDIS_REPLY_ARRAY) {
+    job_fail(j);
+    return;
+  }
+  const redisReply *list = rep->element[1];
+  dx_ps_redis_topic *t = calloc(list->elements ? list->elements : 1, sizeof *t);
+  if (!t) {
+    job_fail(j);
+    return;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < list->elements; i++) {
+    const redisReply *e = list->element[i];
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 5 ||
+        e->element[0]->type != REDIS_REPLY_STRING ||
+        e->element[1]->type != REDIS_REPLY_INTEGER ||
+        e->element[2]->type != REDIS_REPLY_INTEGER ||
+        e->element[3]->type != REDIS_REPLY_STRING ||
+        e->element[4]->type != REDIS_REPLY_INTEGER)
+      continue;
+    t[k++] = (dx_ps_redis_topic){
+        .topic = e->element[0]->str,
+        .subscribers = (size_t)e->element[1]->integer,
+        .nodes = (size_t)e->element[2]->integer,
+        .epoch = e->element[3]->str,
+        .seq = (uint64_t)e->element[4]->integer};
+  }
+  j->tfn(j->ud, 0, t, k, (size_t)rep->element[0]->integer);
+  free(t);
+  free(j);
+}
+
+static void topics_run(void *arg) {
+  job *j = arg;
+  dx_ps_redis *r = j->r;
+  char zkey[80];
+  snprintf(zkey, sizeof zkey, "%snodes", r->prefix);
+  const char *argv[5] = {"EVALSHA", r->sha[S_TGET], "1", zkey, r->prefix};
+  if (cmd_send(r, topics_got, j, 5, argv, NULL) < 0) job_fail(j);
+}
+
+int dx_ps_redis_topics(dx_ps_redis *r,
+                       void (*fn)(void *ud, int rc,
+                                  const dx_ps_redis_topic *topics, size_t n,
+                                  size_t nodes),
+                       void *ud) {
+  if (!fn) return DX_EINVAL;
+  job *j = calloc(1, sizeof *j);
+  if (!j) return DX_ENOMEM;
+  *j = (job){.r = r, .tfn = fn, .ud = ud};
+  return job_post(r, j, topics_run);
+}
+
+static void broadcast_run(void *arg) {
+  job *j = arg;
+  dx_ps_redis *r = j->r;
+  size_t nl = strlen(r->node), tl = strlen(j->topic);
+  size_t n = 2 + nl + 1 + tl + 1 + j->len;
+  char *payload = malloc(n);
+  if (payload) {
+    char *p = payload;
+    memcpy(p, "!\n", 2);
+    memcpy(p += 2, r->node, nl);
+    p[nl] = '\n';
+    memcpy(p += nl + 1, j->topic, tl);
+    p[tl] = '\n';
+    memcpy(p + tl + 1, j->data, j->len);
+    const char *argv[3] = {"PUBLISH", r->channel, payload};
+    size_t lens[3] = {7, strlen(r->channel), n};
+    cmd_send(r, view_reply, r, 3, argv, lens);
+  }
+  free(payload);
+  free(j);
+}
+
+int dx_ps_redis_broadcast(dx_ps_redis *r, const char *topic, const void *frame,
+                          size_t len) {
+  if (!dx_ps_topic_valid(topic) || (len && !frame)) return DX_EINVAL;
+  job *j = malloc(sizeof *j + len);
+  if (!j) return DX_ENOMEM;
+  *j = (job){.r = r, .len = len};
+  strcpy(j->topic, topic);
+  if (len) memcpy(j->data, frame, len);
+  return job_post(r, j, broadcast_run);
+}
+
 static void ping_reply(redisAsyncContext *ac, void *reply, void *pd) {
   setup_reply(ac, reply, pd);
 }
@@ -923,6 +1359,7 @@ static void tick_cb(dx_timer *tm) {
       const char *ping[1] = {"PING"};
       cmd_send(r, ping_reply, r, 1, ping, NULL);
     }
+    if (ready) refresh_views(r, now);
   }
   /* Work whose kick could not be posted (no memory). */
   pthread_mutex_lock(&r->mu);
@@ -1025,8 +1462,23 @@ dx_ps_redis *dx_ps_redis_new(const dx_ps_redis_config *cfg,
   r->ttl_ms = cfg->key_ttl_ms ? cfg->key_ttl_ms : DEFAULT_TTL_MS;
   r->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
   r->max_inflight = cfg->max_inflight ? cfg->max_inflight : DEFAULT_INFLIGHT;
-  sha1_hex(publish_lua, r->publish_sha);
-  sha1_hex(sync_lua, r->sync_sha);
+  for (int i = 0; i < S_COUNT; i++)
+    sha1_hex(scripts[i], r->sha[i]);
+  if (cfg->node_id && (!*cfg->node_id || strlen(cfg->node_id) >= sizeof r->node ||
+                       strpbrk(cfg->node_id, " \n\r\t"))) {
+    err = "the node id must be 1..127 characters without spaces";
+    goto fail;
+  }
+  if (cfg->node_id) {
+    strcpy(r->node, cfg->node_id);
+  } else {
+    char host[64] = "node", rnd[DX_PS_EPOCH_MAX + 1] = "x";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    dx__ps_random_epoch(rnd);
+    snprintf(r->node, sizeof r->node, "%.60s:%ld:%.8s", host, (long)getpid(),
+             rnd);
+  }
   pthread_mutex_init(&r->mu, NULL);
   r->vt = (dx_ps_backplane){.publish = bp_publish,
                             .interest = bp_interest,
@@ -1043,6 +1495,10 @@ fail:
   if (err_out) *err_out = err;
   errno = EINVAL;
   return NULL;
+}
+
+const char *dx_ps_redis_node_id(const dx_ps_redis *r) {
+  return r->node;
 }
 
 const dx_ps_backplane *dx_ps_redis_backplane(dx_ps_redis *r) {
@@ -1090,6 +1546,7 @@ static void bp_free(void *ud) {
       free(t);
     }
   free(r->buckets);
+  free(r->touched);
   pthread_mutex_destroy(&r->mu);
   free(r);
 }

@@ -14,6 +14,9 @@
 #                with the new epoch, then seqs from 1
 #   5 kill       a node SIGKILLed: its clients resume through HAProxy
 #   6 haproxy    HAProxy restarted: every client resumes
+# then tests/cluster/views.py: presence and /api/topics over both nodes,
+# join/leave across nodes, a SIGKILLed node's entries expire, both views
+# answer `unavailable` while Redis is down.
 # Every process binds 127.0.0.1; the nodes must exit 0 on SIGTERM with no
 # sanitizer report. Whatever happens, the exit trap kills (by pid) every
 # process the test started (WORK/pids/*).
@@ -33,7 +36,7 @@ done
 
 cluster_cleanup() {
   local f pid
-  for f in "$DX_WORK"/pids/*; do
+  for f in "$DX_WORK"/pids/* "$DX_WORK"/views/pids/*; do
     [[ -f $f ]] || continue
     pid=$(<"$f")
     [[ $pid =~ ^[0-9]+$ ]] && kill -KILL "$pid" 2>/dev/null
@@ -57,4 +60,20 @@ if ((rc != 0)); then
   done
 fi
 echo "== cluster: $((SECONDS - t0))s"
+
+echo "== views: presence and topic counts across 2 nodes, a dead node expires"
+t0=$SECONDS
+rc=0
+timeout -k 5 "${CLUSTER_TIMEOUT:-170}" "$DX_PY" \
+  "$DX_SRC/tests/cluster/views.py" "$DX_BUILD" "$DX_WORK/views" || rc=$?
+((rc == 124)) && dx_fail "views: timed out after ${CLUSTER_TIMEOUT:-170}s"
+((rc == 0)) || dx_fail "views (exit $rc)"
+if ((rc != 0)); then
+  for f in "$DX_WORK"/views/*.err; do
+    [[ -s $f ]] || continue
+    echo "---- tail of $(basename "$f")"
+    tail -n 15 "$f"
+  done
+fi
+echo "== views: $((SECONDS - t0))s"
 dx_finish
