@@ -1410,6 +1410,13 @@ static const char *parse_url(dx_ps_redis *r, const char *url) {
   }
   size_t hl = (size_t)(hend - p);
   if (!hl || hl >= sizeof r->host) return "the Redis URL has no host";
+  for (size_t i = 0; i < hl; i++) {
+    char c = p[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_' ||
+              (c == ':' && hend[0] == ']');
+    if (!ok) return "the Redis URL's host has a character no host name has";
+  }
   memcpy(r->host, p, hl);
   p = hend + (*hend == ']');
   r->port = 6379;
