@@ -41,6 +41,18 @@
  * when whole in the buffer (the usual case), copied only when split. Pings
  * are answered (duplex pings every 25 s, Engine.IO too).
  *
+ * Several nodes (bench/run_cluster_fanout.sh): `--sub-port P` (repeatable)
+ * spreads the subscribers over those ports, round robin, while the
+ * publisher stays on --port; `--server-pid` (repeatable) sums the CPU and
+ * VmRSS of every process given. `--redis-port P` reads that Redis's INFO
+ * (used_cpu_user + used_cpu_sys, total_net_input_bytes and
+ * total_net_output_bytes) before and after each phase, on one connection
+ * of its own, and subtracts what the INFO requests and replies themselves
+ * added. With --proto duplex each publish carries "id":k, and the time
+ * from its write to its "published" reply (the publish acknowledgement:
+ * in-process, the local fan-out call; through Redis, the round trip of the
+ * publish script) goes into a histogram of its own per phase.
+ *
  * Output: progress on stderr; on stdout, "result: phase=0 ..." (setup and
  * memory), then one "result: phase=K key=value ..." line per phase. Exit
  * status 1 on any error (refused connection, bad frame, error reply, a
@@ -117,7 +129,11 @@ typedef struct opts {
   unsigned conns;
   double settle, drain, timeout;
   size_t pad;
-  int server_pid;
+  int server_pids[8];
+  unsigned nserver_pids;
+  int sub_ports[8];
+  unsigned nsub_ports;
+  int redis_port;
 } opts;
 
 static opts o = {.host = "127.0.0.1",
@@ -135,6 +151,7 @@ static conn *dirty_head;
 static uint64_t now_ns;
 static volatile sig_atomic_t stop_signal;
 static struct sockaddr_in addr;
+static struct sockaddr_in sub_addrs[8]; /* the subscribers' ports */
 static char request[1024];
 static size_t request_len;
 static char sub_req[256];
@@ -156,6 +173,9 @@ typedef struct phase {
   uint64_t start_ns;
   uint64_t deliveries, unique, duplicates, out_of_order, last_ns, lat_max;
   uint64_t hist[59 * 64];
+  /* publish acknowledgements with our id: written by the publisher */
+  _Atomic uint64_t acked;
+  uint64_t ack_hist[59 * 64];
 } phase;
 static phase phases[MAX_PHASES];
 static unsigned nphases;
@@ -163,6 +183,7 @@ static unsigned long total_messages;
 
 static _Atomic int pub_ready, pub_go, pub_stop; /* go: phases released */
 static _Atomic uint64_t pub_acks;
+static uint64_t *pub_sent_ns; /* per message index: when its write began */
 
 static void fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
@@ -623,9 +644,11 @@ static void open_next(void) {
   if (c->fd < 0) fail("socket: %s (raise ulimit -n?)", strerror(errno));
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 &&
+  const struct sockaddr_in *a =
+      o.nsub_ports ? &sub_addrs[c->id % o.nsub_ports] : &addr;
+  if (connect(c->fd, (const struct sockaddr *)a, sizeof *a) < 0 &&
       errno != EINPROGRESS)
-    fail("connect to %s:%d: %s", o.host, o.port, strerror(errno));
+    fail("connect to %s:%d: %s", o.host, ntohs(a->sin_port), strerror(errno));
   c->state = C_CONNECTING;
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET,
                            .data.ptr = c};
@@ -638,7 +661,7 @@ static void on_connected(conn *c) {
   int err = 0;
   socklen_t len = sizeof err;
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err) fail("connect to %s:%d: %s", o.host, o.port, strerror(err));
+  if (err) fail("connect to %s: %s", o.host, strerror(err));
   c->state = C_HANDSHAKE;
   if (!(c->hs = malloc(HS_MAX))) fail("out of memory");
   c->hs_len = 0;
@@ -702,8 +725,18 @@ static void pub_on_frame(pub *p, unsigned opcode, const char *d, size_t n) {
     else if (n >= 2 && d[0] == '4' && (d[1] == '1' || d[1] == '4'))
       fail("publisher: Socket.IO closed or refused: %.*s", (int)n, d);
   } else {
-    if (has(d, n, "\"op\":\"published\""))
+    if (has(d, n, "\"op\":\"published\"")) {
+      int64_t k = json_uint(d, n, "\"id\":", NULL);
+      if (k >= 0 && (uint64_t)k < total_messages && pub_sent_ns[k]) {
+        phase *ph = phases;
+        while ((uint64_t)k >= ph->base + ph->messages)
+          ph++;
+        uint64_t now = clock_ns();
+        ph->ack_hist[hist_index(now - pub_sent_ns[k])]++;
+        atomic_fetch_add(&ph->acked, 1);
+      }
       atomic_fetch_add(&pub_acks, 1);
+    }
     else if (has(d, n, "\"op\":\"error\""))
       fail("publisher: error reply: %.*s", (int)(n > 200 ? 200 : n), d);
   }
@@ -787,9 +820,12 @@ static int pub_text(char *text, size_t cap, unsigned long k) {
   const char *fmt = o.proto == P_SIO ? "42[\"publish\",{\"topic\":\"%s\","
                                        "\"data\":{\"i\":%lu,\"t\":%llu%s%s%s}}]"
                                      : "{\"op\":\"publish\",\"topic\":\"%s\","
-                                       "\"data\":{\"i\":%lu,\"t\":%llu%s%s%s}}";
-  return snprintf(text, cap, fmt, o.topic, k, (unsigned long long)clock_ns(),
-                  o.pad ? ",\"p\":\"" : "", pad, o.pad ? "\"" : "");
+                                       "\"data\":{\"i\":%lu,\"t\":%llu%s%s%s},"
+                                       "\"id\":%lu}";
+  uint64_t now = clock_ns();
+  pub_sent_ns[k] = now;
+  return snprintf(text, cap, fmt, o.topic, k, (unsigned long long)now,
+                  o.pad ? ",\"p\":\"" : "", pad, o.pad ? "\"" : "", k);
 }
 
 /* Publishes one phase on schedule: message k is due at start + k / rate,
@@ -859,6 +895,21 @@ static double proc_cpu(int pid, double *sys) {
   return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* The sum of proc_cpu over every --server-pid; -1 if one is unknown. */
+static double servers_cpu(double *sys) {
+  double t = 0, st = 0, s1;
+  *sys = 0;
+  if (!o.nserver_pids) return -1;
+  for (unsigned i = 0; i < o.nserver_pids; i++) {
+    double c = proc_cpu(o.server_pids[i], &s1);
+    if (c < 0) return -1;
+    t += c;
+    st += s1;
+  }
+  *sys = st;
+  return t;
+}
+
 /* VmRSS of a process in kB; -1 if unknown. */
 static long proc_rss_kb(int pid) {
   if (pid <= 0) return -1;
@@ -871,6 +922,92 @@ static long proc_rss_kb(int pid) {
     if (sscanf(line, "VmRSS: %ld", &kb) == 1) break;
   fclose(f);
   return kb;
+}
+
+static long servers_rss_kb(void) {
+  long t = 0;
+  if (!o.nserver_pids) return -1;
+  for (unsigned i = 0; i < o.nserver_pids; i++) {
+    long kb = proc_rss_kb(o.server_pids[i]);
+    if (kb < 0) return -1;
+    t += kb;
+  }
+  return t;
+}
+
+/* ---- Redis INFO (--redis-port) ------------------------------------------ */
+
+typedef struct rinfo {
+  bool ok;
+  double cpu;            /* used_cpu_user + used_cpu_sys, seconds */
+  uint64_t in, out;      /* total_net_input_bytes, total_net_output_bytes */
+  uint64_t reply_bytes;  /* this INFO's reply, header included */
+} rinfo;
+
+static int redis_fd = -1;
+static const char redis_req[] = "*1\r\n$4\r\nINFO\r\n";
+
+static double info_num(const char *p, size_t n, const char *key) {
+  size_t kl = strlen(key);
+  const char *end = p + n;
+  for (const char *q = p; q && q < end;) {
+    if ((size_t)(end - q) > kl && !memcmp(q, key, kl) && q[kl] == ':')
+      return strtod(q + kl + 1, NULL);
+    q = memchr(q, '\n', (size_t)(end - q));
+    if (q) q++;
+  }
+  return -1;
+}
+
+/* One INFO, blocking (a few hundred microseconds on loopback). */
+static rinfo redis_info(void) {
+  rinfo ri = {0};
+  if (!o.redis_port) return ri;
+  if (redis_fd < 0) {
+    struct sockaddr_in a = addr;
+    a.sin_port = htons((uint16_t)o.redis_port);
+    redis_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (redis_fd < 0 ||
+        connect(redis_fd, (struct sockaddr *)&a, sizeof a) < 0) {
+      fprintf(stderr, "fanout: redis port %d: %s\n", o.redis_port,
+              strerror(errno));
+      if (redis_fd >= 0) close(redis_fd);
+      redis_fd = -1;
+      o.redis_port = 0;
+      return ri;
+    }
+  }
+  if (write(redis_fd, redis_req, sizeof redis_req - 1) !=
+      (ssize_t)(sizeof redis_req - 1))
+    return ri;
+  static char buf[1 << 16];
+  size_t len = 0, need = 0, hdr = 0;
+  while (!need || len < need) {
+    ssize_t r = read(redis_fd, buf + len, sizeof buf - 1 - len);
+    if (r <= 0) return ri;
+    len += (size_t)r;
+    if (!need) {
+      char *eol = memmem(buf, len, "\r\n", 2);
+      if (!eol) continue;
+      if (buf[0] != '$') return ri;
+      hdr = (size_t)(eol - buf) + 2;
+      need = hdr + (size_t)strtoul(buf + 1, NULL, 10) + 2;
+      if (need >= sizeof buf) return ri;
+    }
+  }
+  const char *body = buf + hdr;
+  size_t bl = need - hdr - 2;
+  double u = info_num(body, bl, "used_cpu_user"),
+         sy = info_num(body, bl, "used_cpu_sys"),
+         in = info_num(body, bl, "total_net_input_bytes"),
+         out = info_num(body, bl, "total_net_output_bytes");
+  if (u < 0 || sy < 0 || in < 0 || out < 0) return ri;
+  ri.ok = true;
+  ri.cpu = u + sy;
+  ri.in = (uint64_t)in;
+  ri.out = (uint64_t)out;
+  ri.reply_bytes = need;
+  return ri;
 }
 
 /* ---- main ------------------------------------------------------------- */
@@ -901,7 +1038,14 @@ static void usage(int status) {
       "  --drain S         give up S seconds after the last delivery, once "
       "all\n"
       "                    messages are published (10)\n"
-      "  --server-pid P    report that process's VmRSS and CPU use\n"
+      "  --server-pid P    report that process's VmRSS and CPU use "
+      "(repeatable: summed)\n"
+      "  --sub-port P      subscribers connect to P instead of --port "
+      "(repeatable:\n"
+      "                    spread round robin; the publisher stays on "
+      "--port)\n"
+      "  --redis-port P    per phase, that Redis's CPU and network bytes "
+      "(INFO)\n"
       "  --timeout T       give up after T seconds (600)\n"
       "  --free-port       print a free TCP port on 127.0.0.1 and exit\n",
       status ? stderr : stdout);
@@ -944,6 +1088,8 @@ static void parse_args(int argc, char **argv) {
                                      {"settle", 1, 0, 's'},
                                      {"drain", 1, 0, 'd'},
                                      {"server-pid", 1, 0, 'S'},
+                                     {"sub-port", 1, 0, 'b'},
+                                     {"redis-port", 1, 0, 'R'},
                                      {"timeout", 1, 0, 't'},
                                      {"free-port", 0, 0, 'F'},
                                      {"help", 0, 0, 'h'},
@@ -1002,7 +1148,17 @@ static void parse_args(int argc, char **argv) {
       o.drain = num(optarg, "--drain");
       break;
     case 'S':
-      o.server_pid = (int)num(optarg, "--server-pid");
+      if (o.nserver_pids == 8) usage(2);
+      o.server_pids[o.nserver_pids++] = (int)num(optarg, "--server-pid");
+      break;
+    case 'b': {
+      int sp = (int)num(optarg, "--sub-port");
+      if (o.nsub_ports == 8 || sp <= 0 || sp > 65535) usage(2);
+      o.sub_ports[o.nsub_ports++] = sp;
+      break;
+    }
+    case 'R':
+      o.redis_port = (int)num(optarg, "--redis-port");
       break;
     case 't':
       o.timeout = num(optarg, "--timeout");
@@ -1035,8 +1191,14 @@ static void setup(void) {
   addr.sin_port = htons((uint16_t)o.port);
   if (inet_pton(AF_INET, o.host, &addr.sin_addr) != 1)
     fail("--host: not an IPv4 address: %s", o.host);
+  for (unsigned i = 0; i < o.nsub_ports; i++) {
+    sub_addrs[i] = addr;
+    sub_addrs[i].sin_port = htons((uint16_t)o.sub_ports[i]);
+  }
   build_request();
   if (!(conns = calloc(o.conns, sizeof *conns))) fail("out of memory");
+  if (!(pub_sent_ns = calloc(total_messages, sizeof *pub_sent_ns)))
+    fail("out of memory");
   if ((epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
     fail("epoll: %s", strerror(errno));
   struct sigaction sa = {.sa_handler = on_signal};
@@ -1070,7 +1232,8 @@ static void run_phase(unsigned idx, uint64_t deadline) {
   phase *ph = &phases[idx];
   uint64_t expected = (uint64_t)o.conns * ph->messages;
   double ssys0, ssys1;
-  double cpu0 = self_cpu(), scpu0 = proc_cpu(o.server_pid, &ssys0);
+  rinfo ri0 = redis_info();
+  double cpu0 = self_cpu(), scpu0 = servers_cpu(&ssys0);
   uint64_t t0 = clock_ns();
   /* The publisher looks for the go every 20 ms: give it the time to see
    * it before the first message is due. */
@@ -1094,8 +1257,15 @@ static void run_phase(unsigned idx, uint64_t deadline) {
       break;
     }
   }
-  double cpu1 = self_cpu(), scpu1 = proc_cpu(o.server_pid, &ssys1);
-  uint64_t sent = atomic_load(&ph->sent), pub_end = atomic_load(&ph->end_ns);
+  /* Every publish of the phase answered (a second at most), so that the
+   * acknowledgement histogram is whole. */
+  uint64_t sent = atomic_load(&ph->sent), acks_due = ph->base + sent;
+  uint64_t ack_deadline = clock_ns() + 1000000000u;
+  while (atomic_load(&pub_acks) < acks_due && clock_ns() < ack_deadline)
+    poll_once(10);
+  double cpu1 = self_cpu(), scpu1 = servers_cpu(&ssys1);
+  rinfo ri1 = redis_info();
+  uint64_t pub_end = atomic_load(&ph->end_ns);
   uint64_t end = ph->last_ns ? ph->last_ns : now_ns;
   uint64_t missing = expected - ph->unique;
   double secs = end > ph->start_ns ? (double)(end - ph->start_ns) * 1e-9 : 0;
@@ -1108,6 +1278,18 @@ static void run_phase(unsigned idx, uint64_t deadline) {
   size_t hl = sizeof ph->hist / sizeof ph->hist[0];
   double p50 = hist_pct(ph->hist, hl, 0.50) / 1e3;
   double p99 = hist_pct(ph->hist, hl, 0.99) / 1e3;
+  uint64_t acked = atomic_load(&ph->acked);
+  double ack50 = hist_pct(ph->ack_hist, hl, 0.50) / 1e3;
+  double ack99 = hist_pct(ph->ack_hist, hl, 0.99) / 1e3;
+  /* Redis: the deltas, less the first INFO's reply and the second INFO's
+   * request (the first request and the second reply fall outside) */
+  bool rok = ri0.ok && ri1.ok;
+  double rcpu = rok ? ri1.cpu - ri0.cpu : -1;
+  long long rin = rok ? (long long)(ri1.in - ri0.in) -
+                            (long long)(sizeof redis_req - 1)
+                      : -1;
+  long long rout =
+      rok ? (long long)(ri1.out - ri0.out) - (long long)ri0.reply_bytes : -1;
   double lcpu = 100 * (cpu1 - cpu0) / wall;
   double scpu = scpu0 >= 0 && scpu1 >= 0 ? 100 * (scpu1 - scpu0) / wall : -1;
   double ssys = scpu0 >= 0 && scpu1 >= 0 ? 100 * (ssys1 - ssys0) / wall : -1;
@@ -1132,14 +1314,16 @@ static void run_phase(unsigned idx, uint64_t deadline) {
          "secs=%.3f deliveries_per_s=%.0f p50_us=%.1f p99_us=%.1f max_us=%.1f "
          "missing=%llu duplicate=%llu out_of_order=%llu lost_conns=%u "
          "valid=%d server_cpu=%.0f server_sys=%.0f server_cpu_s=%.2f "
-         "fanout_cpu=%.0f\n",
+         "fanout_cpu=%.0f acks=%llu ack_p50_us=%.1f ack_p99_us=%.1f "
+         "redis_cpu_s=%.4f redis_in_b=%lld redis_out_b=%lld wall_s=%.3f\n",
          idx + 1, o.conns, ph->rate, ph->messages, (unsigned long long)sent,
          pub_rate, (double)atomic_load(&ph->late_max) / 1e6,
          (unsigned long long)ph->deliveries, (unsigned long long)expected, secs,
          rate, p50, p99, (double)ph->lat_max / 1e3, (unsigned long long)missing,
          (unsigned long long)ph->duplicates,
          (unsigned long long)ph->out_of_order, lost_conns, valid, scpu, ssys,
-         scpu0 >= 0 && scpu1 >= 0 ? scpu1 - scpu0 : -1, lcpu);
+         scpu0 >= 0 && scpu1 >= 0 ? scpu1 - scpu0 : -1, lcpu,
+         (unsigned long long)acked, ack50, ack99, rcpu, rin, rout, wall);
   fflush(stdout);
 }
 
@@ -1148,7 +1332,7 @@ int main(int argc, char **argv) {
   setup();
   uint64_t t0 = clock_ns(), deadline = t0 + (uint64_t)(o.timeout * 1e9);
   now_ns = t0;
-  long rss0 = proc_rss_kb(o.server_pid);
+  long rss0 = servers_rss_kb();
 
   pthread_t pt;
   if (pthread_create(&pt, NULL, publisher, NULL)) fail("pthread_create");
@@ -1167,7 +1351,7 @@ int main(int argc, char **argv) {
   uint64_t settle_end = now_ns + (uint64_t)(o.settle * 1e9);
   while (now_ns < settle_end)
     poll_once((int)((settle_end - now_ns) / 1000000) + 1);
-  long rss1 = proc_rss_kb(o.server_pid);
+  long rss1 = servers_rss_kb();
   long per_conn =
       rss0 >= 0 && rss1 >= 0 ? (rss1 - rss0) * 1024 / (long)o.conns : -1;
   fprintf(stderr,
