@@ -45,35 +45,27 @@ cluster_cleanup() {
 }
 trap cluster_cleanup EXIT
 
-echo "== cluster: redis-server, 3 + 2 nodes, HAProxy"
-t0=$SECONDS
-rc=0
-timeout -k 5 "${CLUSTER_TIMEOUT:-170}" "$DX_PY" \
-  "$DX_SRC/tests/cluster/cluster.py" "$DX_BUILD" "$DX_WORK" || rc=$?
-((rc == 124)) && dx_fail "cluster: timed out after ${CLUSTER_TIMEOUT:-170}s"
-((rc == 0)) || dx_fail "cluster (exit $rc)"
-if ((rc != 0)); then
-  for f in "$DX_WORK"/*.err; do
-    [[ -s $f ]] || continue
-    echo "---- tail of $(basename "$f")"
-    tail -n 15 "$f"
-  done
-fi
-echo "== cluster: $((SECONDS - t0))s"
+# Runs one Python suite (NAME, its file, its work dir) under a time limit;
+# on failure, shows the tail of each process's stderr.
+run_suite() {
+  local name=$1 py=$2 work=$3 rc=0 t0=$SECONDS f
+  mkdir -p "$work"
+  timeout -k 5 "${CLUSTER_TIMEOUT:-170}" "$DX_PY" "$py" "$DX_BUILD" "$work" ||
+    rc=$?
+  ((rc == 124)) && dx_fail "$name: timed out after ${CLUSTER_TIMEOUT:-170}s"
+  ((rc == 0)) || dx_fail "$name (exit $rc)"
+  if ((rc != 0)); then
+    for f in "$work"/*.err; do
+      [[ -s $f ]] || continue
+      echo "---- tail of $(basename "$f")"
+      tail -n 15 "$f"
+    done
+  fi
+  echo "== $name: $((SECONDS - t0))s"
+}
 
+echo "== cluster: redis-server, 3 + 2 nodes, HAProxy"
+run_suite cluster "$DX_SRC/tests/cluster/cluster.py" "$DX_WORK"
 echo "== views: presence and topic counts across 2 nodes, a dead node expires"
-t0=$SECONDS
-rc=0
-timeout -k 5 "${CLUSTER_TIMEOUT:-170}" "$DX_PY" \
-  "$DX_SRC/tests/cluster/views.py" "$DX_BUILD" "$DX_WORK/views" || rc=$?
-((rc == 124)) && dx_fail "views: timed out after ${CLUSTER_TIMEOUT:-170}s"
-((rc == 0)) || dx_fail "views (exit $rc)"
-if ((rc != 0)); then
-  for f in "$DX_WORK"/views/*.err; do
-    [[ -s $f ]] || continue
-    echo "---- tail of $(basename "$f")"
-    tail -n 15 "$f"
-  done
-fi
-echo "== views: $((SECONDS - t0))s"
+run_suite views "$DX_SRC/tests/cluster/views.py" "$DX_WORK/views"
 dx_finish
