@@ -509,7 +509,8 @@ DX_API void dx_pubsub_stats_get(const dx_pubsub *ps, dx_pubsub_stats *out);
  * IN REDIS, per topic T (keys under `prefix`, "dx:" by default):
  *   {prefix}t:{T}  a hash: epoch, seq (the last one assigned)
  *   {prefix}s:{T}  a stream: the history, entry id "<seq>-0", fields d
- *                  (the data) and t (Redis time, ms); at most `history`
+ *                  (the data) and t (Redis time, ms); at least `history`
+ *                  entries (trimmed approximately, in whole blocks)
  *   channel {prefix}msg: every publish, "<T>\n<epoch>\n<seq>\n<data>"
  * A publish is one Lua script: it makes the epoch if the hash is missing
  * (a new topic, or Redis lost it: that is the only time the epoch
