@@ -59,7 +59,9 @@ static const char *record_help =
     "Faults (counted and printed at exit):\n"
     "      --latency MS      delay every message by MS\n"
     "      --jitter MS       plus a random 0..MS\n"
-    "      --throttle BYTES_PER_S  pace messages to this rate, each way\n"
+    "      --throttle BYTES_PER_S  a link of this rate, each way: a message\n"
+    "                        of N bytes arrives N/rate after the ones\n"
+    "                        before it went through\n"
     "      --cut-after-messages N  after N relayed messages, cut both sides\n"
     "                        (client: close 1011; upstream: TCP dropped)\n"
     "      --cut-after SECONDS     the same after SECONDS\n"
@@ -105,6 +107,7 @@ typedef struct qmsg {
 typedef struct pipe_q {
   qmsg *head, **tailp;
   uint64_t last_due;
+  double link_free; /* --throttle: when the link is free again (ms) */
   dx_timer timer;
   bool upstream; /* direction: to the upstream, or to the client */
   struct rec *r;
@@ -533,14 +536,16 @@ static void relay(rec *r, bool upstream, dx_opcode op, const uint8_t *data,
     r->delay_total_ms += d;
   }
   if (r->throttle > 0) {
-    uint64_t start = q->last_due > due ? q->last_due : due;
-    uint64_t next = start + (uint64_t)((double)len * 1000 / r->throttle);
-    if (start > due) r->throttled++;
-    due = start;
-    q->last_due = next;
+    /* A link of this rate, one message after the other: a message has
+     * arrived when its last byte has, len/rate after the link was free
+     * for it. Kept in fractions of ms, so that small messages add up. */
+    double start = q->link_free > (double)due ? q->link_free : (double)due;
+    q->link_free = start + (double)len * 1000 / r->throttle;
+    uint64_t done = (uint64_t)(q->link_free + 0.5);
+    if (done > due) r->throttled++, due = done;
   }
-  if (due < q->last_due && !r->throttle) due = q->last_due; /* keep order */
-  if (!r->throttle) q->last_due = due;
+  if (due < q->last_due) due = q->last_due; /* keep order */
+  q->last_due = due;
   if (due <= now && !q->head) {
     deliver(r, upstream, op, data, len);
   } else {
