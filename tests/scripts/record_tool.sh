@@ -30,7 +30,7 @@ rec_start() {
   CL_PIDS+=("$REC_PID")
   REC_PORT=""
   for ((i = 0; i < 100; i++)); do
-    REC_PORT=$(grep -o 'listening on 127\.0\.0\.1:[0-9]*' "$CL_TMP/$name.rerr" | grep -o '[0-9]*$')
+    REC_PORT=$(grep -o 'listening on 127\.0\.0\.1:[0-9]*' "$CL_TMP/$name.rerr" 2>/dev/null | grep -o '[0-9]*$')
     [[ -n "$REC_PORT" ]] && return 0
     kill -0 "$REC_PID" 2>/dev/null || break
     sleep 0.1
@@ -199,6 +199,87 @@ ping_through() { # NAME WANT [flags...]
 ping_through pong.ctl pong
 ping_through dropp "no pong" --drop-pongs
 has dropp "$CL_TMP/dropp.rerr" 'pings left unanswered 1'
+
+# ---- faults: --throttle, --latency + --jitter (proxy) -------------------------
+# tests/probe/timing_peer.py on both ends (one host: one monotonic clock).
+cl_server T "$PY" "$CL_SRC/tests/probe/timing_peer.py" server --lifetime 120
+PEER=$CL_SRC/tests/probe/timing_peer.py
+
+# timed NAME MODE ARGS... -- PROXY_FLAGS...: the timing client through a
+# proxy (its output in NAME.pout); fails when either end fails.
+timed() {
+  local name=$1 mode=$2 args=() rc=0
+  shift 2
+  while [[ $# -gt 0 && $1 != -- ]]; do args+=("$1") && shift; done
+  shift
+  rec_start "$name" proxy --upstream "ws://127.0.0.1:$T_PORT/t" "$@" || return 1
+  timeout -k 5 30 "$PY" "$PEER" "$mode" "ws://127.0.0.1:$REC_PORT/t" "${args[@]}" \
+    >"$CL_TMP/$name.pout" 2>&1 || rc=$?
+  rec_wait "$name" 0 || return 1
+  if ((rc)); then
+    cat "$CL_TMP/$name.pout"
+    cl_fail "$name" "timing client exit status $rc"
+    return 1
+  fi
+}
+# val NAME KEY [FIELD]: field FIELD (default 2) of NAME.pout's line KEY.
+val() { awk -v k="$2" -v f="${3:-2}" '$1 == k { print $f }' "$CL_TMP/$1.pout"; }
+# within NAME WHAT VALUE LO HI: LO <= VALUE <= HI (integers, ms).
+within() {
+  if [[ "$3" =~ ^[0-9]+$ ]] && (($4 <= $3 && $3 <= $5)); then
+    echo "ok - $1: $2 $3 ms (in $4..$5)"
+  else
+    cl_fail "$1" "$2: '$3' ms, expected $4..$5 ($(tr '\n' ';' <"$CL_TMP/$1.pout"))"
+  fi
+}
+
+# --throttle: a message of SIZE bytes is seen SIZE/RATE (1.5 s) after it
+# was sent, in each direction (not just the ones queued behind it), and not
+# absurdly later; without the flag it is much faster.
+SIZE=150000 RATE=100000
+if timed thr throttle $SIZE -- --throttle $RATE; then
+  within thr "up $SIZE bytes" "$(val thr up)" 1450 2800
+  within thr "down $SIZE bytes" "$(val thr down)" 1450 2800
+  # the two big messages; the small ones ("got N", "big N") pass at once
+  has thr "$CL_TMP/thr.rerr" 'faults: 4 messages relayed; .*; throttled 2;'
+fi
+if timed thr.ctl throttle $SIZE --; then
+  within thr.ctl "up $SIZE bytes, no --throttle" "$(val thr.ctl up)" 0 749
+  within thr.ctl "down $SIZE bytes, no --throttle" "$(val thr.ctl down)" 0 749
+fi
+
+# --jitter: 20 messages each way, 80 ms apart, delayed 100 ms + 0..400 ms:
+# every one-way delay in 100..500 ms (+ slack), spread out (max - min >=
+# 150 ms: fails 3 times in 100000 by chance; under 150 ms with --latency
+# alone), and in the order sent (80 ms apart with up to 400 ms of jitter,
+# a proxy that does not keep the order reorders them).
+SEQ=$(seq -s ' ' 0 19)
+jitter_check() { # NAME WANT_SPREAD(wide|narrow)
+  local name=$1 dir lo hi
+  if [[ "$(val "$name" order 0)" == "order $SEQ" ]]; then
+    echo "ok - $name: 20 messages in the order sent"
+  else
+    cl_fail "$name" "reordered: $(val "$name" order 0)"
+  fi
+  for dir in up down; do
+    lo=$(val "$name" $dir 2) hi=$(val "$name" $dir 3)
+    within "$name" "$dir: shortest delay" "$lo" 95 900
+    within "$name" "$dir: longest delay" "$hi" 95 900
+    [[ "$lo$hi" =~ ^[0-9]+$ ]] || continue
+    if [[ $2 == wide ]]; then
+      within "$name" "$dir: spread of the delays" $((hi - lo)) 150 900
+    else
+      within "$name" "$dir: spread of the delays" $((hi - lo)) 0 149
+    fi
+  done
+}
+if timed jit order 20 80 -- --latency 100 --jitter 400; then
+  jitter_check jit wide
+  has jit "$CL_TMP/jit.rerr" 'faults: 40 messages relayed; delayed 40 '
+fi
+if timed jit.ctl order 20 80 -- --latency 100; then
+  jitter_check jit.ctl narrow
+fi
 
 # ---- usage ---------------------------------------------------------------
 rc=0
