@@ -31,6 +31,16 @@
 
 #define MAX_LIST 32
 #define MAX_STEPS 100000
+/* Client messages held until the upstream is open. */
+#define PENDING_MAX_BYTES ((size_t)16 << 20)
+/* When one side has closed: how long the other may take to answer the
+ * close once the messages before it went, and how long an upstream still
+ * connecting may take to open (the messages and the close wait for it). */
+#define CLOSE_WAIT_MS 2000
+#define OPEN_WAIT_MS 10000
+/* A queue that needs longer than this (+ --latency + --jitter) to drain
+ * after a close is not waited for: dropped, with a line on stderr. */
+#define DRAIN_MAX_MS 60000
 
 enum { RC_OK = 0, RC_FAIL = 1, RC_USAGE = 2 };
 
@@ -110,6 +120,10 @@ typedef struct pipe_q {
   double link_free; /* --throttle: when the link is free again (ms) */
   dx_timer timer;
   bool upstream; /* direction: to the upstream, or to the client */
+  /* The other side closed: this close goes once the queue has drained. */
+  bool close_pending;
+  uint16_t close_code;
+  char close_reason[124];
   struct rec *r;
 } pipe_q;
 
@@ -146,6 +160,7 @@ typedef struct rec {
                                                      freed */
   dx_client *up;
   qmsg *pending_head, **pending_tailp; /* for the upstream before it opens */
+  size_t pending_bytes;
   pipe_q to_up, to_client;
   dx_timer cut_timer, end_timer;
   dx_io sig_io;
@@ -464,6 +479,8 @@ static int write_scenario(rec *r) {
 /* ---- relaying with faults ------------------------------------------------ */
 
 static void end_session(rec *r);
+static void queue_drop(struct pipe_q *q, const char *why);
+static void pending_drop(rec *r, const char *why);
 
 static void deliver(rec *r, bool upstream, dx_opcode op, const uint8_t *data,
                     size_t len) {
@@ -484,7 +501,11 @@ static void cut(rec *r, const char *why) {
     r->closing_client = true,
     dx_server_close(r->srv, r->client_id, DX_CLOSE_INTERNAL_ERROR,
                     "cut by duplex proxy");
-  /* The upstream sees the TCP connection drop, without a close frame. */
+  /* The upstream sees the TCP connection drop, without a close frame; what
+   * was still queued for it is lost with the connection. */
+  r->to_up.close_pending = r->to_client.close_pending = false;
+  queue_drop(&r->to_up, "cut");
+  pending_drop(r, "cut");
   dx_client_free(r->up);
   r->up = NULL;
   r->up_open = false;
@@ -492,6 +513,50 @@ static void cut(rec *r, const char *why) {
 }
 
 static void on_queue_timer(dx_timer *t);
+
+static size_t queue_count(const qmsg *m) {
+  size_t n = 0;
+  for (; m; m = m->next)
+    n++;
+  return n;
+}
+
+/* Frees what waits in q (its receiver is gone, or out of time). */
+static void queue_drop(pipe_q *q, const char *why) {
+  size_t n = queue_count(q->head);
+  for (qmsg *m = q->head, *nx; m; m = nx)
+    nx = m->next, free(m);
+  q->head = NULL;
+  q->tailp = &q->head;
+  dx_timer_stop(&q->timer);
+  if (n)
+    say("dropped %zu message%s queued for the %s (%s)", n, n == 1 ? "" : "s",
+        q->upstream ? "upstream" : "client", why);
+}
+
+static void pending_drop(rec *r, const char *why) {
+  size_t n = queue_count(r->pending_head);
+  for (qmsg *m = r->pending_head, *nx; m; m = nx)
+    nx = m->next, free(m);
+  r->pending_head = NULL;
+  r->pending_tailp = &r->pending_head;
+  r->pending_bytes = 0;
+  if (n)
+    say("dropped %zu client message%s waiting for the upstream to open (%s)",
+        n, n == 1 ? "" : "s", why);
+}
+
+/* The close in q's direction, the messages before it delivered. */
+static void send_close(rec *r, pipe_q *q) {
+  q->close_pending = false;
+  if (q->upstream) {
+    if (r->up && !r->up_closed && dx_client_state(r->up) == DX_OPEN)
+      dx_client_close(r->up, q->close_code, q->close_reason);
+  } else if (r->client_open) {
+    r->closing_client = true;
+    dx_server_close(r->srv, r->client_id, q->close_code, q->close_reason);
+  }
+}
 
 static void queue_pump(pipe_q *q) {
   rec *r = q->r;
@@ -505,15 +570,23 @@ static void queue_pump(pipe_q *q) {
   }
   if (q->head)
     dx_timer_start(r->loop, &q->timer, q->head->due - now, 0, on_queue_timer);
+  else if (q->close_pending && !(q->upstream && r->up && !r->up_open &&
+                                 !r->up_closed)) /* not while connecting */
+    send_close(r, q);
+}
+
+/* One side closed: pass the close on in q's direction, after the messages
+ * still queued (or, to the upstream, still waiting for it to open). */
+static void close_after(pipe_q *q, uint16_t code, const char *reason) {
+  q->close_pending = true;
+  q->close_code = code;
+  snprintf(q->close_reason, sizeof q->close_reason, "%s", reason ? reason : "");
+  queue_pump(q);
 }
 
 static void on_queue_timer(dx_timer *t) {
   pipe_q *q = (pipe_q *)((char *)t - offsetof(pipe_q, timer));
   queue_pump(q);
-}
-
-static bool queue_empty(const rec *r) {
-  return !r->to_up.head && !r->to_client.head;
 }
 
 /* Relays one message: counted, then subject to the faults. */
@@ -588,6 +661,12 @@ static void up_open(dx_client *c, void *ud) {
     free(m);
   }
   r->pending_tailp = &r->pending_head;
+  r->pending_bytes = 0;
+  /* The client closed meanwhile: its close follows those messages. */
+  if (r->to_up.close_pending) {
+    queue_pump(&r->to_up);
+    end_session(r); /* the end timer, now that the queue is known */
+  }
 }
 
 static void up_message(dx_client *c, dx_opcode op, uint8_t *data, size_t len,
@@ -606,10 +685,13 @@ static void up_error(dx_client *c, const dx_client_error *e, void *ud) {
   if (!r->up_open) {
     r->status = RC_FAIL;
     r->up_closed = true;
+    r->to_up.close_pending = false;
+    pending_drop(r, "upstream failed");
     if (r->client_open)
       r->closing_client = true,
       dx_server_close(r->srv, r->client_id, DX_CLOSE_BAD_GATEWAY,
                       "upstream failed");
+    end_session(r);
   }
 }
 
@@ -620,13 +702,16 @@ static void up_close(dx_client *c, uint16_t code, const char *reason,
   rec *r = ud;
   r->up_open = false;
   r->up_closed = true;
+  r->to_up.close_pending = false;
+  queue_drop(&r->to_up, "the upstream closed");
   if (r->client_open && !r->cut) {
     char why[124];
     snprintf(why, sizeof why, "%.*s", (int)(len > 120 ? 120 : len), reason);
     uint16_t out = code == DX_CLOSE_ABNORMAL || code == DX_CLOSE_NO_STATUS
                        ? DX_CLOSE_BAD_GATEWAY
                        : code;
-    r->closing_client = true, dx_server_close(r->srv, r->client_id, out, why);
+    /* After the messages still queued for the client. */
+    close_after(&r->to_client, out, why);
   }
   end_session(r);
 }
@@ -680,20 +765,47 @@ static void start_upstream(rec *r, char **headers) {
 
 static void on_end_timer(dx_timer *t) {
   rec *r = (rec *)((char *)t - offsetof(rec, end_timer));
+  pipe_q *qs[2] = {&r->to_up, &r->to_client};
+  for (int i = 0; i < 2; i++) {
+    if (qs[i]->close_pending)
+      say("the close for the %s was not passed on (its queue did not drain "
+          "in time)",
+          qs[i]->upstream ? "upstream" : "client");
+    queue_drop(qs[i], "the session ended before they went");
+  }
+  pending_drop(r, "the session ended before it opened");
   dx_loop_stop(r->loop);
 }
 
-/* Both sides done: stop after the queues drained (bounded). */
+/* What q still needs to drain (its last message is due then), in ms. */
+static uint64_t drain_ms(const rec *r, const pipe_q *q) {
+  uint64_t now = dx_loop_now(r->loop);
+  return q->head && q->last_due > now ? q->last_due - now : 0;
+}
+
+/* One side has closed: the close goes the other way after that direction's
+ * queue drained, then the other side answers it; both bounded by the end
+ * timer. Both sides done: stop. */
 static void end_session(rec *r) {
   if (r->client_open && !r->up_closed) return;
   if (r->ended) return;
-  if (r->client_open) {
-    dx_timer_start(r->loop, &r->end_timer, 2000, 0, on_end_timer);
+  if (!r->client_open && r->up_closed) {
+    r->ended = true;
+    dx_timer_start(r->loop, &r->end_timer, 0, 0, on_end_timer);
     return;
   }
-  r->ended = true;
-  dx_timer_start(r->loop, &r->end_timer, queue_empty(r) ? 0 : 500, 0,
-                 on_end_timer);
+  pipe_q *q = r->client_open ? &r->to_client : &r->to_up;
+  uint64_t drain = drain_ms(r, q),
+           max = DRAIN_MAX_MS + (uint64_t)r->latency + r->jitter;
+  if (drain > max) {
+    say("the %s queue needs %llu ms to drain: waiting %llu ms at most",
+        q->upstream ? "upstream" : "client", (unsigned long long)drain,
+        (unsigned long long)max);
+    drain = max;
+  }
+  uint64_t wait = drain + CLOSE_WAIT_MS;
+  if (q->upstream && r->up && !r->up_open) wait += OPEN_WAIT_MS;
+  dx_timer_start(r->loop, &r->end_timer, wait, 0, on_end_timer);
 }
 
 static void handle_ev(void *arg) {
@@ -724,8 +836,15 @@ static void handle_ev(void *arg) {
     if (r->up_open) {
       relay(r, true, e->op, e->data, e->len);
     } else if (!r->up_closed) {
+      if (r->pending_bytes + e->len > PENDING_MAX_BYTES) {
+        say("upstream not open yet: a message of %zu bytes dropped (%zu "
+            "buffered, %zu at most)",
+            e->len, r->pending_bytes, PENDING_MAX_BYTES);
+        break;
+      }
       qmsg *m = malloc(sizeof *m + e->len);
       if (!m) break;
+      r->pending_bytes += e->len;
       m->next = NULL;
       m->op = e->op;
       m->len = e->len;
@@ -739,17 +858,17 @@ static void handle_ev(void *arg) {
     if (!r->cut && !r->closing_client && e->code != DX_CLOSE_ABNORMAL &&
         e->code != DX_CLOSE_NO_STATUS)
       add_step(r, "  - close: %u\n", e->code);
+    /* What was still on its way to the client is lost with it. */
+    r->to_client.close_pending = false;
+    queue_drop(&r->to_client, "the client closed");
     if (r->up && !r->up_closed) {
       uint16_t code =
           e->code == DX_CLOSE_ABNORMAL || e->code == DX_CLOSE_NO_STATUS
               ? DX_CLOSE_NORMAL
               : e->code;
-      if (dx_client_state(r->up) == DX_OPEN)
-        dx_client_close(r->up, code, (const char *)e->data);
-      else {
-        dx_client_close(r->up, 0, NULL);
-        r->up_closed = true;
-      }
+      /* After the messages before it: queued (--latency, --throttle...) or
+       * waiting for the upstream to open. */
+      close_after(&r->to_up, code, (const char *)e->data);
     }
     end_session(r);
     break;
@@ -864,6 +983,7 @@ static void on_signal(dx_io *io, unsigned events) {
   struct signalfd_siginfo si;
   while (read(io->fd, &si, sizeof si) == (ssize_t)sizeof si) {
     say("interrupted: ending the session");
+    r->to_up.close_pending = r->to_client.close_pending = false;
     if (r->client_open)
       r->closing_client = true,
       dx_server_close(r->srv, r->client_id, DX_CLOSE_GOING_AWAY, NULL);

@@ -7,7 +7,11 @@
       text "big N"   -> a binary message of N random bytes;
       text "seq I T" -> text "seq I UP T2": UP the ms since T (the client's
                         time.monotonic(): one clock for the whole host),
-                        T2 its own time.monotonic() when answering.
+                        T2 its own time.monotonic() when answering;
+      and when a connection has ended, prints
+      "session PATH: M1 M2 ...; close CODE" (the texts it received, a
+      binary one as "binary:LEN", "seq I" as "seq:I", then the close code
+      it got).
   timing_peer.py throttle URL SIZE
       prints "up MS" (SIZE bytes sent until "got SIZE" came back) and
       "down MS" ("big SIZE" sent until the SIZE bytes came).
@@ -15,6 +19,10 @@
       sends "seq 0 T" .. "seq N-1 T", GAP_MS apart, while reading the
       answers; prints "order I0 I1 ..." (the answers' I, as they came),
       "up MIN MAX" and "down MIN MAX" (one-way delays, ms).
+  timing_peer.py lastwords URL [--wait] [--binary N]
+      sends "last-words" and closes with 1000 at once (right after the
+      handshake); --wait: first "big 1" and its answer (the upstream is
+      open), --binary N: first N random bytes.
 A client exits 0, or 4 when the whole exchange took over 15 s.
 """
 import argparse
@@ -30,18 +38,31 @@ def mono_ms():
     return time.monotonic() * 1000
 
 
-async def handler(ws, *_):
+async def handler(ws, path):
+    got = []
+
+    async def answer(msg):  # the messages received before a close still count
+        try:
+            await ws.send(msg)
+        except websockets.ConnectionClosed:
+            pass
+
     try:
         async for msg in ws:
+            got.append(f"binary:{len(msg)}" if isinstance(msg, bytes) else
+                       ":".join(msg.split()[:2]) if msg.startswith("seq ") else
+                       msg)
             if isinstance(msg, bytes):
-                await ws.send(f"got {len(msg)}")
+                await answer(f"got {len(msg)}")
             elif msg.startswith("big "):
-                await ws.send(os.urandom(int(msg.split()[1])))
+                await answer(os.urandom(int(msg.split()[1])))
             elif msg.startswith("seq "):
                 _, i, t = msg.split()
-                await ws.send(f"seq {i} {mono_ms() - float(t):.1f} {mono_ms()}")
+                await answer(f"seq {i} {mono_ms() - float(t):.1f} {mono_ms()}")
     except websockets.ConnectionClosed:
         pass
+    await ws.wait_closed()
+    print(f"session {path}: {' '.join(got)}; close {ws.close_code}", flush=True)
 
 
 async def server(lifetime):
@@ -87,17 +108,36 @@ async def order(url, n, gap_ms):
         await ws.close(1000)
 
 
+async def lastwords(url, wait, binary):
+    async with websockets.connect(url, ping_interval=None) as ws:
+        if wait:
+            await ws.send("big 1")
+            got = await ws.recv()
+            assert isinstance(got, bytes) and len(got) == 1, got
+        if binary:
+            await ws.send(os.urandom(binary))
+        await ws.send("last-words")
+        await ws.close(1000)
+        print(f"closed {ws.close_code}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["server", "throttle", "order"])
+    ap.add_argument("mode", choices=["server", "throttle", "order", "lastwords"])
     ap.add_argument("args", nargs="*")
     ap.add_argument("--lifetime", type=float, default=60)
+    ap.add_argument("--wait", action="store_true")
+    ap.add_argument("--binary", type=int, default=0)
     a = ap.parse_args()
     if a.mode == "server":
         asyncio.run(server(a.lifetime))
         return 0
-    coro = (throttle(a.args[0], int(a.args[1])) if a.mode == "throttle" else
-            order(a.args[0], int(a.args[1]), float(a.args[2])))
+    if a.mode == "throttle":
+        coro = throttle(a.args[0], int(a.args[1]))
+    elif a.mode == "order":
+        coro = order(a.args[0], int(a.args[1]), float(a.args[2]))
+    else:
+        coro = lastwords(a.args[0], a.wait, a.binary)
     try:
         asyncio.run(asyncio.wait_for(coro, 15))
     except asyncio.TimeoutError:

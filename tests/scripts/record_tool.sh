@@ -281,6 +281,42 @@ if timed jit.ctl order 20 80 -- --latency 100; then
   jitter_check jit.ctl narrow
 fi
 
+# ---- a close waits for the messages before it ------------------------------
+# The client sends "last-words" and closes with 1000 at once; the upstream
+# (timing_peer.py, one session log line per path) gets the message, then
+# 1000: whether the message waits in a delay queue (--latency, --throttle:
+# the close waits for it, in order) or for the upstream connection to open
+# (sent right after the client's handshake: buffered, then the close).
+lastwords() { # NAME PATH WANT CLIENT_ARGS... -- PROXY_FLAGS...
+  local name=$1 path=$2 want=$3 args=() rc=0 i got
+  shift 3
+  while [[ $# -gt 0 && $1 != -- ]]; do args+=("$1") && shift; done
+  shift
+  rec_start "$name" proxy --upstream "ws://127.0.0.1:$T_PORT/$path" "$@" || return 1
+  timeout -k 5 30 "$PY" "$PEER" lastwords "ws://127.0.0.1:$REC_PORT/$path" \
+    "${args[@]}" >"$CL_TMP/$name.pout" 2>&1 || rc=$?
+  rec_wait "$name" 0
+  if ((rc)); then
+    cat "$CL_TMP/$name.pout"
+    cl_fail "$name" "lastwords client exit status $rc"
+  fi
+  for ((i = 0; i < 50; i++)); do # the session line within 5 s
+    grep -q "^session /$path: " "$T_LOG" && break
+    sleep 0.1
+  done
+  got=$(grep "^session /$path: " "$T_LOG")
+  if [[ "$got" == "session /$path: $want; close 1000" ]]; then
+    echo "ok - $name: the upstream got '$want', then close 1000"
+  else
+    cl_fail "$name" "the upstream got '${got:-nothing}', expected '$want; close 1000'"
+  fi
+}
+lastwords lw.now lw0 'last-words' --                 # no fault: not yet open
+lastwords lw.lat lw1 'big 1 last-words' --wait -- --latency 300
+lastwords lw.latnow lw2 'last-words' -- --latency 300
+lastwords lw.thr lw3 'binary:150000 last-words' --binary 150000 -- \
+  --throttle 100000                                    # 1.5 s to drain
+
 # ---- usage ---------------------------------------------------------------
 rc=0
 "$DX_BIN" record --listen 127.0.0.1:0 --upstream "ws://127.0.0.1:$A_PORT/" \
