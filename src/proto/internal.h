@@ -158,6 +158,9 @@ struct dx_ws {
   bool pmd_cno : 1; /* client_no_context_takeover */
   uint8_t pmd_sbits : 4;
   uint8_t pmd_cbits : 4;
+  /* The largest payload the fast lane takes: 125 or less if max_message or
+   * max_frame are lower (read once: the config must not change). */
+  uint8_t lane_max;
 };
 
 static inline const dx_allocator *dx__ws_alloc(const dx_ws *ws) {

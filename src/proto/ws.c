@@ -23,93 +23,149 @@ static inline bool ascii_acc(uint64_t acc) {
   return (acc & 0x8080808080808080ull) == 0;
 }
 
-/* Unmasks p in place from key offset 0 and returns the OR of all its bytes
- * (the ASCII check of the caller). Word steps of 8, then 4, 2 and 1 bytes:
- * after each step of 4 or more the key is back at offset 0, so no per-byte
- * key rotation and no byte loop. Loads and stores through memcpy keep it
- * endian-neutral and free of alignment assumptions. */
-static inline uint64_t short_unmask(uint8_t *p, size_t n, const uint8_t *key) {
-  uint64_t k, acc = 0;
-  uint32_t k4;
-  memcpy(&k4, key, 4);
-  memcpy(&k, key, 4);
-  memcpy((uint8_t *)&k + 4, key, 4);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, p + i, 8);
+/*
+ * Short payloads (under 126 bytes) are handled in steps of 16 (SSE2, the
+ * x86-64 baseline, as in mask.c), then 8, 4, 2 and 1 bytes: no byte loop,
+ * and after each step of 4 or more the key is back at offset 0, so no key
+ * rotation. Each returns the OR of the bytes it passed over, folded to 64
+ * bits, for the caller's ASCII check. Loads and stores through memcpy or
+ * unaligned intrinsics: payloads start wherever their header left them.
+ */
+#if defined(__SSE2__) && !defined(DX_NO_SIMD)
+#define SHORT_SSE2 1
+#include <emmintrin.h>
+static inline uint64_t fold128(__m128i v) {
+  return (uint64_t)_mm_cvtsi128_si64(_mm_or_si128(v, _mm_srli_si128(v, 8)));
+}
+#else
+#define SHORT_SSE2 0
+#endif
+
+/* The 8/4/2/1-byte steps of n (< 16) bytes from src + i (i a multiple of
+ * 8), the key (NULL: none) at offset 0 there; written to dst + i unless
+ * dst is NULL (dst may equal src). */
+static inline uint64_t short_tail(uint8_t *dst, const uint8_t *src, size_t i,
+                                  size_t n, const uint8_t *key) {
+  uint64_t acc = 0;
+  if (n & 8) {
+    uint64_t w, k = 0;
+    memcpy(&w, src + i, 8);
+    if (key) {
+      memcpy(&k, key, 4);
+      memcpy((uint8_t *)&k + 4, key, 4);
+    }
     w ^= k;
-    memcpy(p + i, &w, 8);
+    if (dst) memcpy(dst + i, &w, 8);
     acc |= w;
+    i += 8;
   }
   if (n & 4) {
-    uint32_t w;
-    memcpy(&w, p + i, 4);
-    w ^= k4;
-    memcpy(p + i, &w, 4);
+    uint32_t w, k = 0;
+    memcpy(&w, src + i, 4);
+    if (key) memcpy(&k, key, 4);
+    w ^= k;
+    if (dst) memcpy(dst + i, &w, 4);
     acc |= w;
     i += 4;
   }
   if (n & 2) {
-    uint16_t w, k2;
-    memcpy(&k2, key, 2);
-    memcpy(&w, p + i, 2);
-    w ^= k2;
-    memcpy(p + i, &w, 2);
+    uint16_t w, k = 0;
+    memcpy(&w, src + i, 2);
+    if (key) memcpy(&k, key, 2);
+    w ^= k;
+    if (dst) memcpy(dst + i, &w, 2);
     acc |= w;
     i += 2;
   }
   if (n & 1) {
-    p[i] ^= key[i & 3]; /* i & 3 is 0 or 2 here */
-    acc |= p[i];
+    uint8_t w = src[i] ^ (key ? key[i & 3] : 0); /* i & 3 is 0 or 2 */
+    if (dst) dst[i] = w;
+    acc |= w;
   }
   return acc;
 }
 
-/* Copies n bytes (dst may equal src) and returns the OR of all of them;
- * the same steps as short_unmask, without the key. */
-static inline uint64_t short_copy(uint8_t *dst, const uint8_t *src, size_t n) {
-  uint64_t acc = 0;
+/* Unmasks p in place from key offset 0; the OR of the unmasked bytes. */
+static inline uint64_t short_unmask(uint8_t *p, size_t n, const uint8_t *key) {
+#if SHORT_SSE2
+  if (n >= 16) {
+    /* The last 16 bytes are loaded and unmasked before any store, and
+     * stored last: where they overlap the whole blocks, both hold the same
+     * unmasked bytes, so the tail needs no 8/4/2/1 steps. */
+    uint8_t kk[8];
+    memcpy(kk, key, 4);
+    memcpy(kk + 4, key, 4);
+    int32_t k4, kt;
+    memcpy(&k4, kk, 4);
+    memcpy(&kt, kk + (n & 3), 4); /* the key at offset n - 16 */
+    __m128i kv = _mm_set1_epi32(k4), av = _mm_setzero_si128();
+    __m128i t = _mm_loadu_si128((const __m128i *)(const void *)(p + n - 16));
+    t = _mm_xor_si128(t, _mm_set1_epi32(kt));
+    for (size_t i = 0, blocks = n >> 4; blocks; blocks--, i += 16) {
+      __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+      w = _mm_xor_si128(w, kv);
+      _mm_storeu_si128((__m128i *)(void *)(p + i), w);
+      av = _mm_or_si128(av, w);
+    }
+    _mm_storeu_si128((__m128i *)(void *)(p + n - 16), t);
+    return fold128(_mm_or_si128(av, t));
+  }
+  return short_tail(p, p, 0, n, key);
+#else
   size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, src + i, 8);
-    memcpy(dst + i, &w, 8);
-    acc |= w;
+  uint64_t acc = 0;
+  for (size_t blocks = n >> 4; blocks; blocks--, i += 16)
+    acc |= short_tail(p, p, i, 8, key) | short_tail(p, p, i + 8, 8, key);
+  return acc | short_tail(p, p, i, n & 15, key);
+#endif
+}
+
+/* Copies n bytes to dst (not overlapping src); the OR of the bytes. */
+static inline uint64_t short_copy(uint8_t *dst, const uint8_t *src, size_t n) {
+#if SHORT_SSE2
+  if (n >= 16) {
+    /* The tail as one 16-byte copy overlapping the last block. */
+    __m128i t =
+        _mm_loadu_si128((const __m128i *)(const void *)(src + n - 16));
+    __m128i av = t;
+    for (size_t i = 0, blocks = n >> 4; blocks; blocks--, i += 16) {
+      __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
+      _mm_storeu_si128((__m128i *)(void *)(dst + i), w);
+      av = _mm_or_si128(av, w);
+    }
+    _mm_storeu_si128((__m128i *)(void *)(dst + n - 16), t);
+    return fold128(av);
   }
-  if (n & 4) {
-    uint32_t w;
-    memcpy(&w, src + i, 4);
-    memcpy(dst + i, &w, 4);
-    acc |= w;
-    i += 4;
-  }
-  if (n & 2) {
-    uint16_t w;
-    memcpy(&w, src + i, 2);
-    memcpy(dst + i, &w, 2);
-    acc |= w;
-    i += 2;
-  }
-  if (n & 1) {
-    dst[i] = src[i];
-    acc |= src[i];
-  }
-  return acc;
+  return short_tail(dst, src, 0, n, NULL);
+#else
+  size_t i = 0;
+  uint64_t acc = 0;
+  for (size_t blocks = n >> 4; blocks; blocks--, i += 16)
+    acc |= short_tail(dst, src, i, 8, NULL) |
+           short_tail(dst, src, i + 8, 8, NULL);
+  return acc | short_tail(dst, src, i, n & 15, NULL);
+#endif
 }
 
 /* The OR of n bytes (the ASCII check of unmasked input). */
 static inline uint64_t short_or(const uint8_t *p, size_t n) {
-  uint64_t acc = 0;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, p + i, 8);
-    acc |= w;
+#if SHORT_SSE2
+  if (n >= 16) {
+    __m128i av =
+        _mm_loadu_si128((const __m128i *)(const void *)(p + n - 16));
+    for (size_t i = 0, blocks = n >> 4; blocks; blocks--, i += 16)
+      av = _mm_or_si128(
+          av, _mm_loadu_si128((const __m128i *)(const void *)(p + i)));
+    return fold128(av);
   }
-  for (; i < n; i++)
-    acc |= p[i];
-  return acc;
+  return short_tail(NULL, p, 0, n, NULL);
+#else
+  size_t i = 0;
+  uint64_t acc = 0;
+  for (size_t blocks = n >> 4; blocks; blocks--, i += 16)
+    acc |= short_tail(NULL, p, i, 8, NULL) | short_tail(NULL, p, i + 8, 8, NULL);
+  return acc | short_tail(NULL, p, i, n & 15, NULL);
+#endif
 }
 
 /* Unmasks p in place from key offset 0 (if key) and returns true when all
@@ -205,6 +261,10 @@ static void out_free(dx_ws *ws) {
 void dx_ws_init(dx_ws *ws, const dx_ws_config *cfg) {
   memset(ws, 0, sizeof *ws);
   ws->cfg = cfg;
+  size_t lim = 125;
+  if (max_message(ws) < lim) lim = max_message(ws);
+  if (max_frame(ws) < lim) lim = max_frame(ws);
+  ws->lane_max = (uint8_t)lim;
   ws->role = (uint8_t)cfg->role;
   ws->ready = DX_CONNECTING;
 }
@@ -366,9 +426,10 @@ __attribute__((noinline)) static int send_slow(dx_ws *ws, dx_opcode op,
 int dx_ws_send(dx_ws *ws, dx_opcode op, const void *data, size_t len) {
   /* Server frames of a 7-bit length, uncompressed: header and payload go
    * straight into the kept output buffer, the payload copied and checked
-   * for ASCII in one pass. (err implies CLOSED, so ready covers it.) */
+   * for ASCII in one pass. (OPEN implies no error and no close sent: both
+   * leave OPEN.) */
   if (len < 126 && ws->role == DX_ROLE_SERVER && ws->ready == DX_OPEN &&
-      !ws->close_sent && !ws->send_op &&
+      !ws->send_op &&
       (op == DX_OP_TEXT || op == DX_OP_BINARY) &&
       (!ws->pmd_on ||
        len < limit_or(ws->cfg->compress_min, DX_DEFAULT_COMPRESS_MIN))) {
@@ -787,42 +848,52 @@ static int step(dx_ws *ws, dx_ws_event *ev) {
   }
 }
 
+/* Non-ASCII text in the fast lane: the full validator. Out of line, and
+ * reached by tail calls only, like every exit of the lane that is not
+ * "delivered": the lane then needs no callee-saved registers at all. */
+__attribute__((noinline)) static int fast_text(dx_ws *ws, const uint8_t *p,
+                                               size_t n) {
+  return dx_utf8_valid(p, n) ? 1 : fail(ws, DX_EUTF8);
+}
+
+__attribute__((noinline)) static int next_slow(dx_ws *ws, dx_ws_event *ev);
+
 /*
  * The fast lane: a whole, unfragmented, uncompressed data frame with a 7-bit
  * length at the front of the input, and nothing else in flight. That is
  * nearly every message of real-time traffic; it is parsed and delivered
- * here without the general state machine. Returns 1 (event), 0 (not this
- * case: take the general path) or a negative error.
+ * here without the general state machine. Anything else goes to the
+ * general path (which also reports limits). Returns as dx_ws_next.
  */
-static inline int fast_lane(dx_ws *ws, dx_ws_event *ev) {
+__attribute__((noinline)) static int next_quiet(dx_ws *ws, dx_ws_event *ev) {
   uint8_t *in = ws->in;
   size_t avail = (size_t)(ws->in_end - in);
-  if (avail < 2) return 0;
+  if (avail < 2) return next_slow(ws, ev);
   unsigned b0 = in[0], b1 = in[1];
   /* 5.1: clients mask, servers do not. XOR-ing the expected mask bit away
    * leaves the 7-bit length, or 128+ when the bit is wrong. */
   unsigned masked = ws->role == DX_ROLE_SERVER ? 0x80u : 0u;
   size_t len = b1 ^ masked;
-  /* FIN, no RSV bit, TEXT (0x81) or BINARY (0x82); a 7-bit length. */
-  if (b0 - 0x81u > 1u || len >= 126) return 0;
+  /* FIN, no RSV bit, TEXT (0x81) or BINARY (0x82); a 7-bit length within
+   * the limits (lane_max; the general path reports a limit). */
+  if (b0 - 0x81u > 1u || len > ws->lane_max) return next_slow(ws, ev);
   size_t hl = 2 + (masked >> 5); /* + 4 key bytes when masked */
-  if (avail < hl + len || len > max_message(ws) || len > max_frame(ws))
-    return 0; /* the general path reports the limit */
+  if (avail < hl + len) return next_slow(ws, ev);
   uint8_t *p = in + hl;
   uint64_t acc = masked ? short_unmask(p, len, in + 2) : short_or(p, len);
   ws->in = p + len;
-  if (b0 == 0x81 && !ascii_acc(acc) && !dx_utf8_valid(p, len))
-    return DX_EUTF8;
   ev->type = (dx_ws_event_type)(b0 & 0x0f); /* DX_EV_TEXT/BINARY = opcode */
   ev->data = p;
   ev->len = len;
   ev->close_code = 0;
+  if (b0 == 0x81 && !ascii_acc(acc)) return fast_text(ws, p, len);
   return 1;
 }
 
 /* Everything but the fast lane, out of line so that dx_ws_next stays a
  * handful of instructions around it. */
-__attribute__((noinline)) static int next_slow(dx_ws *ws, dx_ws_event *ev) {
+__attribute__((noinline)) static int next_slow(dx_ws *ws,
+                                               dx_ws_event *ev) {
   if (ws->err) return ws->err;
   release(ws);
   if (ws->ready == DX_CONNECTING) return DX_ESTATE;
@@ -847,15 +918,10 @@ static inline uint32_t quiet_st(void) {
   return q.st;
 }
 
+/* Small enough to inline (LTO) into the caller's loop, whose last call of
+ * every batch only finds the input used up. */
 int dx_ws_next(dx_ws *ws, dx_ws_event *ev) {
-  if (ws->st == quiet_st()) {
-    if (ws->in == ws->in_end) {
-      ws->in = ws->in_end = NULL;
-      return DX_EAGAIN;
-    }
-    int rc = fast_lane(ws, ev);
-    if (rc > 0) return 1;
-    if (rc < 0) return fail(ws, rc);
-  }
-  return next_slow(ws, ev);
+  if (ws->st != quiet_st()) return next_slow(ws, ev);
+  if (ws->in == ws->in_end) return DX_EAGAIN; /* (in == in_end is "none") */
+  return next_quiet(ws, ev);
 }
