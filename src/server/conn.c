@@ -223,7 +223,9 @@ static bool origin_allowed(const dx__route *r, const dx_header *h) {
   return false;
 }
 
-static void feed_ws(dx_conn *c, uint8_t *p, size_t n);
+static inline void feed_ws(dx_conn *c, uint8_t *p, size_t n);
+static void on_io(dx_io *io, unsigned events);
+static void on_io_ws(dx_io *io, unsigned events);
 
 /* Worst-case zlib memory of one connection: deflate (windowBits 15,
  * memLevel 8) is 2^17 + 2^17 bytes plus its state, inflate a 32 KiB window
@@ -362,6 +364,7 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
     release_x(c);
     free(c->x);
     c->x = NULL;
+    dx_io_set_cb(&c->io, on_io_ws);
   }
   dx__conn_mark_dirty(c);
   dx__log(srv, "open", c, r->path, 101, 0, hs.subprotocol);
@@ -635,14 +638,26 @@ static void ws_event(dx_conn *c, const dx_ws_event *ev) {
   }
 }
 
-static void feed_ws(dx_conn *c, uint8_t *p, size_t n) {
+/* Inlined: on the hot path it is one call level less (on_readable_ws). */
+__attribute__((always_inline)) static inline void feed_ws(dx_conn *c,
+                                                          uint8_t *p,
+                                                          size_t n) {
   dx_ws *ws = ws_of(c);
   c->t_last_in = dx__sl_now(c->sl);
   dx_ws_feed(ws, p, n);
   dx_ws_event ev;
   int rc;
   while ((rc = dx_ws_next(ws, &ev)) == 1) {
-    ws_event(c, &ev);
+    if (ev.type == DX_EV_TEXT || ev.type == DX_EV_BINARY) {
+      /* Messages, the common case, without the call into ws_event. The
+       * event types TEXT and BINARY equal their opcodes (proto.h). */
+      dx__route *r = route_of(c);
+      DX__INC(c->sl, messages_in, 1);
+      if (r->r.on_message)
+        r->r.on_message(c, (dx_opcode)ev.type, ev.data, ev.len, r->r.ud);
+    } else {
+      ws_event(c, &ev);
+    }
     if (c->dead) return;
   }
   if (rc != DX_EAGAIN) {
@@ -651,7 +666,7 @@ static void feed_ws(dx_conn *c, uint8_t *p, size_t n) {
     dx__log(c->sl->srv, "error", c, route_of(c)->path, 0, c->close_code,
             dx_strerror(rc));
   }
-  if (dx_ws_buffered(ws) || dx_ws_state(ws) == DX_CLOSED)
+  if (!c->dirty && (dx_ws_buffered(ws) || dx_ws_state(ws) == DX_CLOSED))
     dx__conn_mark_dirty(c);
 }
 
@@ -706,6 +721,7 @@ static size_t tls_pending(const dx_conn *c) {
 static void start_linger(dx_conn *c);
 static void on_cipher(dx_conn *c, uint8_t *buf, size_t n, size_t cap);
 static int write_ws(dx_conn *c);
+static inline int write_plain(dx_conn *c);
 static int write_http_body(dx_conn *c);
 
 static void dispatch(dx_conn *c, uint8_t *buf, size_t n) {
@@ -745,7 +761,49 @@ static void on_cipher(dx_conn *c, uint8_t *buf, size_t n, size_t cap) {
   if (tls_pending(c)) dx__conn_mark_dirty(c); /* handshake records */
 }
 
+static void after_ws_write(dx_conn *c);
+
+/*
+ * A plain WebSocket (no TLS, HTTP phase over): read, handle, and write what
+ * that produced right away, one write for the whole read. The connection
+ * counts as dirty meanwhile, so sends from its own handlers only queue
+ * instead of putting it on the flush stack for a second visit. The flush
+ * pass still serves output queued by anyone else later in the iteration.
+ */
+static void on_readable_ws(dx_conn *c) {
+  size_t cap;
+  uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
+  dx_ws *ws = ws_of(c);
+  bool was_dirty = c->dirty;
+  c->dirty = true;
+  for (;;) {
+    ssize_t n = read(c->io.fd, buf, cap);
+    if (n > 0) {
+      DX__INC(c->sl, bytes_in, (uint64_t)n);
+      feed_ws(c, buf, (size_t)n);
+      if (c->dead) return;
+      /* See dispatch: past the high watermark, write before reading on. */
+      if (dx_ws_buffered(ws) > cfg_of(c)->write_high && write_ws(c) < 0)
+        return dx__conn_destroy(c);
+      if ((size_t)n < cap) break; /* drained; epoll (ET) will tell us */
+      continue;
+    }
+    if (n == 0) return dx__conn_destroy(c); /* EOF */
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return dx__conn_destroy(c);
+    break;
+  }
+  c->dirty = was_dirty;
+  if (write_plain(c) < 0) return dx__conn_destroy(c);
+  /* after_ws_write's own early exit, without the call. */
+  if (dx_ws_buffered(ws) || c->t_stall || c->fresh || c->high ||
+      dx_ws_state(ws) != DX_OPEN)
+    after_ws_write(c);
+}
+
 static void on_readable(dx_conn *c) {
+  if (c->phase == DX__WS && !c->x && !c->read_paused)
+    return on_readable_ws(c);
   size_t cap;
   uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
   for (;;) {
@@ -778,6 +836,7 @@ static void start_linger(dx_conn *c) {
    * our close into a RST that could destroy the close frame in flight. */
   if (c->phase == DX__LINGER) return;
   c->phase = DX__LINGER;
+  dx_io_set_cb(&c->io, on_io); /* data now is only drained (dispatch) */
   c->t_mark = dx__sl_now(c->sl);
   if (conn_tls(c)) {
     dx_tls_shutdown(conn_tls(c));
@@ -786,22 +845,25 @@ static void start_linger(dx_conn *c) {
   shutdown(c->io.fd, SHUT_WR);
 }
 
+/* Plain TCP. The engine's output is one contiguous run: one write takes it
+ * all, or as much as the kernel will, and then there is nothing to loop
+ * for until the socket is writable again. Returns 0, or -1 to close. */
+__attribute__((always_inline)) static inline int write_plain(dx_conn *c) {
+  const uint8_t *p;
+  size_t n = dx_ws_output(ws_of(c), &p);
+  if (!n) return 0;
+  ssize_t k;
+  while ((k = write(c->io.fd, p, n)) < 0)
+    if (errno != EINTR) return errno == EAGAIN ? 0 : -1;
+  DX__INC(c->sl, bytes_out, (uint64_t)k);
+  dx_ws_consume(ws_of(c), (size_t)k);
+  return 0;
+}
+
 static int write_ws(dx_conn *c) {
   const uint8_t *p;
   size_t n;
-  if (!conn_tls(c)) {
-    while ((n = dx_ws_output(ws_of(c), &p)) > 0) {
-      ssize_t k = write(c->io.fd, p, n);
-      if (k < 0) {
-        if (errno == EINTR) continue;
-        return errno == EAGAIN ? 0 : -1;
-      }
-      DX__INC(c->sl, bytes_out, (uint64_t)k);
-      dx_ws_consume(ws_of(c), (size_t)k);
-      if ((size_t)k < n) return 0;
-    }
-    return 0;
-  }
+  if (!conn_tls(c)) return write_plain(c);
   if (flush_tls(c) < 0) return -1;
   while ((n = dx_ws_output(ws_of(c), &p)) > 0) {
     if (tls_pending(c)) return 0; /* the kernel is full: wait */
@@ -814,7 +876,7 @@ static int write_ws(dx_conn *c) {
 }
 
 static void after_ws_write(dx_conn *c) {
-  size_t b = dx_conn_buffered(c);
+  size_t b = dx_ws_buffered(ws_of(c)) + tls_pending(c);
   if (b == 0 && c->fresh) {
     /* The 101 is out; most connections then sit idle: keep no buffer. */
     c->fresh = false;
@@ -957,9 +1019,24 @@ void dx__conn_flush_all(void *arg) {
 static void on_io(dx_io *io, unsigned events) {
   dx_conn *c = (dx_conn *)io;
   if (events & (DX_IO_READ | DX_IO_HUP | DX_IO_ERROR)) on_readable(c);
-  if (!c->dead && (events & DX_IO_WRITE) &&
-      (c->phase == DX__RESPOND || dx_conn_buffered(c)))
+  /* Writable: a flush helps only if output was left behind. A WebSocket
+   * with output left has t_stall set (after_ws_write), which saves
+   * computing what is buffered on every edge. */
+  if ((events & DX_IO_WRITE) && !c->dirty && !c->dead &&
+      (c->phase == DX__WS ? c->t_stall != 0
+                          : c->phase == DX__RESPOND || dx_conn_buffered(c)))
     dx__conn_mark_dirty(c);
+}
+
+/* The callback of a plain WebSocket in the open or closing state (set at
+ * the 101, replaced by on_io at the linger): no phase or TLS to test. */
+static void on_io_ws(dx_io *io, unsigned events) {
+  dx_conn *c = (dx_conn *)io;
+  /* The read ends with a write, which also serves a writable edge that
+   * came with it; a writable edge alone matters only if output was left
+   * behind, which t_stall marks (after_ws_write). */
+  if (events & (DX_IO_READ | DX_IO_HUP | DX_IO_ERROR)) return on_readable_ws(c);
+  if (c->t_stall) dx__conn_mark_dirty(c);
 }
 
 /* ---- accept
