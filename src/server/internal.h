@@ -109,8 +109,8 @@ struct dx_conn {
 #define DX__SLOT_PAGE_SHIFT 10
 #define DX__SLOT_PAGE ((uint32_t)1 << DX__SLOT_PAGE_SHIFT)
 
-static inline dx_conn *dx__slot_conn(uintptr_t e) {
-  return (e & 1) ? NULL : (dx_conn *)e;
+static inline dx_conn *dx__slot_conn(uint64_t e) {
+  return (e & 1) ? NULL : (dx_conn *)(uintptr_t)e;
 }
 
 struct dx__sloop {
@@ -134,7 +134,7 @@ struct dx__sloop {
    * another thread never reaches a reused slot. A slot is released only
    * when its connection is freed (after the iteration), so slot indexes
    * stay valid for the whole iteration. */
-  uintptr_t **slot_pages;
+  uint64_t **slot_pages; /* 64-bit entries on every platform */
   uint32_t npages;
   uint32_t free_head; /* slot + 1 of the first free slot; 0: none */
   /* Connections to flush this iteration, as slot indexes (a stack); room

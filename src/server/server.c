@@ -126,26 +126,26 @@ int dx_server_post(dx_server *srv, int index, void (*fn)(void *), void *arg) {
 static int add_slot_page(dx__sloop *sl) {
   uint32_t base = sl->npages << DX__SLOT_PAGE_SHIFT;
   if (base + DX__SLOT_PAGE > (1u << 24)) return DX_ENOMEM;
-  uintptr_t **dir = realloc(sl->slot_pages, (sl->npages + 1) * sizeof *dir);
+  uint64_t **dir = realloc(sl->slot_pages, (sl->npages + 1) * sizeof *dir);
   if (!dir) return DX_ENOMEM;
   sl->slot_pages = dir;
   uint32_t *dirty =
       realloc(sl->dirty, (size_t)(base + DX__SLOT_PAGE) * sizeof *dirty);
   if (!dirty) return DX_ENOMEM;
   sl->dirty = dirty;
-  uintptr_t *page = malloc(DX__SLOT_PAGE * sizeof *page);
+  uint64_t *page = malloc(DX__SLOT_PAGE * sizeof *page);
   if (!page) return DX_ENOMEM;
   /* Free entries chained in index order, generation 1. */
   for (uint32_t i = 0; i < DX__SLOT_PAGE; i++) {
     uint32_t next = i + 1 < DX__SLOT_PAGE ? base + i + 2 : sl->free_head;
-    page[i] = (uintptr_t)1 << 32 | (uintptr_t)next << 1 | 1;
+    page[i] = (uint64_t)1 << 32 | (uint64_t)next << 1 | 1;
   }
   sl->free_head = base + 1;
   dir[sl->npages++] = page;
   return 0;
 }
 
-static uintptr_t *slot_entry(dx__sloop *sl, uint32_t slot) {
+static uint64_t *slot_entry(dx__sloop *sl, uint32_t slot) {
   return &sl->slot_pages[slot >> DX__SLOT_PAGE_SHIFT]
                         [slot & (DX__SLOT_PAGE - 1)];
 }
@@ -156,17 +156,17 @@ int dx__sl_register(dx__sloop *sl, dx_conn *c) {
     if (rc) return rc;
   }
   uint32_t slot = sl->free_head - 1;
-  uintptr_t *e = slot_entry(sl, slot);
+  uint64_t *e = slot_entry(sl, slot);
   sl->free_head = (uint32_t)(*e & 0xffffffffu) >> 1;
   c->gen = (uint32_t)(*e >> 32);
   c->slot = slot;
-  *e = (uintptr_t)c;
+  *e = (uint64_t)(uintptr_t)c;
   return 0;
 }
 
 void dx__sl_unregister(dx__sloop *sl, dx_conn *c) {
-  uintptr_t *e = slot_entry(sl, c->slot);
-  *e = (uintptr_t)(c->gen + 1) << 32 | (uintptr_t)sl->free_head << 1 | 1;
+  uint64_t *e = slot_entry(sl, c->slot);
+  *e = (uint64_t)(c->gen + 1) << 32 | (uint64_t)sl->free_head << 1 | 1;
   sl->free_head = c->slot + 1;
 }
 
