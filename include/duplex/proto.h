@@ -254,7 +254,9 @@ DX_API void dx_ws_consume(dx_ws *ws, size_t n);
  * connection holds no buffer. */
 DX_API void dx_ws_trim(dx_ws *ws);
 
-/* Bytes queued and not yet consumed (the buffered amount). */
+/* Bytes queued and not yet consumed (the buffered amount). At most
+ * 4 GiB - 1 are queued per engine: a send, ping, close or raw frame that
+ * would pass that returns DX_ENOMEM. */
 DX_API size_t dx_ws_buffered(const dx_ws *ws);
 
 /*
