@@ -553,15 +553,15 @@ int dx_ws_client_response(dx_ws *ws, const dx_http_response *resp,
                           dx_ws_handshake *out) {
   dx_ws_handshake ignored;
   if (!ws || !resp) return DX_EINVAL;
-  if (ws->role != DX_ROLE_CLIENT || ws->ready != DX_CONNECTING ||
-      !ws->cold || !ws->cold->hs)
+  if (ws->role != DX_ROLE_CLIENT || ws->ready != DX_CONNECTING || !ws->cold ||
+      !ws->cold->hs)
     return DX_ESTATE;
   if (!out) out = &ignored;
   *out = (dx_ws_handshake){resp->status, NULL, {0}, NULL};
   const char *why = check_response(ws->cold->hs, resp, &out->subprotocol);
   if (why) return client_fail(ws, out, DX_EHANDSHAKE, why);
-  if (dx__pmd_client_accept(resp->headers, resp->num_headers, &ws->cold->hs->offer,
-                            &out->pmd) != 0)
+  if (dx__pmd_client_accept(resp->headers, resp->num_headers,
+                            &ws->cold->hs->offer, &out->pmd) != 0)
     return client_fail(ws, out, DX_EEXTENSION, "extension negotiation failed");
   dx__ws_set_pmd(ws, &out->pmd);
   ws->ready = DX_OPEN;

@@ -125,8 +125,7 @@ static inline uint64_t short_copy(uint8_t *dst, const uint8_t *src, size_t n) {
 #if SHORT_SSE2
   if (n >= 16) {
     /* The tail as one 16-byte copy overlapping the last block. */
-    __m128i t =
-        _mm_loadu_si128((const __m128i *)(const void *)(src + n - 16));
+    __m128i t = _mm_loadu_si128((const __m128i *)(const void *)(src + n - 16));
     __m128i av = t;
     for (size_t i = 0, blocks = n >> 4; blocks; blocks--, i += 16) {
       __m128i w = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
@@ -141,8 +140,8 @@ static inline uint64_t short_copy(uint8_t *dst, const uint8_t *src, size_t n) {
   size_t i = 0;
   uint64_t acc = 0;
   for (size_t blocks = n >> 4; blocks; blocks--, i += 16)
-    acc |= short_tail(dst, src, i, 8, NULL) |
-           short_tail(dst, src, i + 8, 8, NULL);
+    acc |=
+        short_tail(dst, src, i, 8, NULL) | short_tail(dst, src, i + 8, 8, NULL);
   return acc | short_tail(dst, src, i, n & 15, NULL);
 #endif
 }
@@ -151,8 +150,7 @@ static inline uint64_t short_copy(uint8_t *dst, const uint8_t *src, size_t n) {
 static inline uint64_t short_or(const uint8_t *p, size_t n) {
 #if SHORT_SSE2
   if (n >= 16) {
-    __m128i av =
-        _mm_loadu_si128((const __m128i *)(const void *)(p + n - 16));
+    __m128i av = _mm_loadu_si128((const __m128i *)(const void *)(p + n - 16));
     for (size_t i = 0, blocks = n >> 4; blocks; blocks--, i += 16)
       av = _mm_or_si128(
           av, _mm_loadu_si128((const __m128i *)(const void *)(p + i)));
@@ -163,7 +161,8 @@ static inline uint64_t short_or(const uint8_t *p, size_t n) {
   size_t i = 0;
   uint64_t acc = 0;
   for (size_t blocks = n >> 4; blocks; blocks--, i += 16)
-    acc |= short_tail(NULL, p, i, 8, NULL) | short_tail(NULL, p, i + 8, 8, NULL);
+    acc |=
+        short_tail(NULL, p, i, 8, NULL) | short_tail(NULL, p, i + 8, 8, NULL);
   return acc | short_tail(NULL, p, i, n & 15, NULL);
 #endif
 }
@@ -429,8 +428,7 @@ int dx_ws_send(dx_ws *ws, dx_opcode op, const void *data, size_t len) {
    * for ASCII in one pass. (OPEN implies no error and no close sent: both
    * leave OPEN.) */
   if (len < 126 && ws->role == DX_ROLE_SERVER && ws->ready == DX_OPEN &&
-      !ws->send_op &&
-      (op == DX_OP_TEXT || op == DX_OP_BINARY) &&
+      !ws->send_op && (op == DX_OP_TEXT || op == DX_OP_BINARY) &&
       (!ws->pmd_on ||
        len < limit_or(ws->cfg->compress_min, DX_DEFAULT_COMPRESS_MIN))) {
     if (ws->out_cap - ws->out_len < 2 + len) {
@@ -627,9 +625,9 @@ static int parse_header(dx_ws *ws, const uint8_t *h) {
   } else if (len > max_frame(ws)) {
     return DX_ETOOBIG;
   } else if (!ws->msg_z && !(ws->opcode != DX_OP_CONT && ws->rsv1) &&
-             len > max_message(ws) -
-                       (ws->opcode == DX_OP_CONT && ws->cold ? ws->cold->msg.len
-                                                             : 0)) {
+             len > max_message(ws) - (ws->opcode == DX_OP_CONT && ws->cold
+                                          ? ws->cold->msg.len
+                                          : 0)) {
     /* Uncompressed: the limit is known before a byte of payload arrives. */
     return DX_ETOOBIG;
   }
@@ -809,8 +807,7 @@ static int payload_data(dx_ws *ws, dx_ws_event *ev) {
   if (last && !ws->msg_z && !assembling) {
     /* The whole message is here: deliver it where it lies. */
     ws->pstate = DX__P_HEADER;
-    if (ws->msg_op == DX_OP_TEXT && !dx_utf8_feed(&utf8, p, n))
-      return DX_EUTF8;
+    if (ws->msg_op == DX_OP_TEXT && !dx_utf8_feed(&utf8, p, n)) return DX_EUTF8;
     return finish_message(ws, p, n, ev, utf8);
   }
   int rc = append_piece(ws, p, n, last);
@@ -892,8 +889,7 @@ __attribute__((noinline)) static int next_quiet(dx_ws *ws, dx_ws_event *ev) {
 
 /* Everything but the fast lane, out of line so that dx_ws_next stays a
  * handful of instructions around it. */
-__attribute__((noinline)) static int next_slow(dx_ws *ws,
-                                               dx_ws_event *ev) {
+__attribute__((noinline)) static int next_slow(dx_ws *ws, dx_ws_event *ev) {
   if (ws->err) return ws->err;
   release(ws);
   if (ws->ready == DX_CONNECTING) return DX_ESTATE;

@@ -639,9 +639,8 @@ static void ws_event(dx_conn *c, const dx_ws_event *ev) {
 }
 
 /* Inlined: on the hot path it is one call level less (on_readable_ws). */
-__attribute__((always_inline)) static inline void feed_ws(dx_conn *c,
-                                                          uint8_t *p,
-                                                          size_t n) {
+__attribute__((always_inline)) static inline void
+feed_ws(dx_conn *c, uint8_t *p, size_t n) {
   dx_ws *ws = ws_of(c);
   c->t_last_in = dx__sl_now(c->sl);
   dx_ws_feed(ws, p, n);
@@ -802,8 +801,7 @@ static void on_readable_ws(dx_conn *c) {
 }
 
 static void on_readable(dx_conn *c) {
-  if (c->phase == DX__WS && !c->x && !c->read_paused)
-    return on_readable_ws(c);
+  if (c->phase == DX__WS && !c->x && !c->read_paused) return on_readable_ws(c);
   size_t cap;
   uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
   for (;;) {
@@ -965,10 +963,12 @@ static int send_file_plain(dx_conn *c) {
 }
 
 static int write_http(dx_conn *c) {
-  uint64_t before = c->x->file_left + (c->x->out_len - c->x->out_off) + tls_pending(c);
+  uint64_t before =
+      c->x->file_left + (c->x->out_len - c->x->out_off) + tls_pending(c);
   int rc = write_http_body(c);
   /* The stall timer measures time without progress, not response time. */
-  if (c->x->file_left + (c->x->out_len - c->x->out_off) + tls_pending(c) < before)
+  if (c->x->file_left + (c->x->out_len - c->x->out_off) + tls_pending(c) <
+      before)
     c->t_stall = 0;
   return rc;
 }
@@ -976,7 +976,8 @@ static int write_http(dx_conn *c) {
 static int write_http_body(dx_conn *c) {
   if (conn_tls(c) && flush_tls(c) < 0) return -1;
   while (c->x->out_off < c->x->out_len) {
-    ssize_t k = sock_send(c, c->x->out + c->x->out_off, c->x->out_len - c->x->out_off);
+    ssize_t k =
+        sock_send(c, c->x->out + c->x->out_off, c->x->out_len - c->x->out_off);
     if (k < 0) return -1;
     if (k == 0) return 0;
     c->x->out_off += (uint32_t)k;
@@ -1215,8 +1216,9 @@ void dx__conn_sweep(dx__sloop *sl) {
     case DX__HTTP:
       /* An absolute deadline from accept: trickled bytes do not extend it
        * (slowloris). Later keep-alive requests get the idle timeout. */
-      if (c->x->first_request ? expired(now, c->t_mark, cfg->handshake_timeout_ms)
-                           : expired(now, c->t_mark, cfg->http_idle_ms)) {
+      if (c->x->first_request
+              ? expired(now, c->t_mark, cfg->handshake_timeout_ms)
+              : expired(now, c->t_mark, cfg->http_idle_ms)) {
         if (c->x->first_request) {
           DX__INC(sl, closed_handshake_timeout, 1);
           dx__log(sl->srv, "timeout", c, NULL, 408, 0, "handshake timeout");

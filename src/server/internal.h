@@ -81,10 +81,10 @@ struct dx_conn {
   /* HTTP: accept, or end of the last response (deadlines). Closing (WS
    * close or linger): when it started. 0 in an open WebSocket. */
   uint32_t t_mark;
-  uint32_t t_ping;  /* last ping sent (or the open): the next is due an
-                       interval later; while pinging, the pong deadline runs */
+  uint32_t t_ping; /* last ping sent (or the open): the next is due an
+                      interval later; while pinging, the pong deadline runs */
   uint32_t t_last_in;
-  uint32_t t_stall; /* output stuck since; 0: not stuck */
+  uint32_t t_stall;    /* output stuck since; 0: not stuck */
   uint16_t close_code; /* for on_close */
   uint16_t route;      /* index in srv->routes, once a WebSocket */
   uint8_t subproto;    /* 1 + index of the chosen subprotocol; 0: none */
@@ -190,8 +190,8 @@ int dx__sl_register(dx__sloop *sl, dx_conn *c);
 void dx__sl_unregister(dx__sloop *sl, dx_conn *c);
 uint32_t dx__sl_nslots(const dx__sloop *sl);
 static inline dx_conn *dx__sl_slot(const dx__sloop *sl, uint32_t slot) {
-  return dx__slot_conn(sl->slot_pages[slot >> DX__SLOT_PAGE_SHIFT]
-                                     [slot & (DX__SLOT_PAGE - 1)]);
+  return dx__slot_conn(
+      sl->slot_pages[slot >> DX__SLOT_PAGE_SHIFT][slot & (DX__SLOT_PAGE - 1)]);
 }
 bool dx__ip_acquire(dx_server *srv, const dx_conn *c);
 void dx__ip_release(dx_server *srv, const dx_conn *c);
