@@ -198,6 +198,7 @@ int dx_loop_on_flush(dx_loop *loop, void (*fn)(void *arg), void *arg) {
   for (size_t i = 0; i < loop->flush.n; i++) {
     if (loop->flush.a[i].arg == arg) {
       loop->flush.a[i].fn = fn; /* NULL: removed at the end of run_flush */
+      if (!fn) loop->flush_removed = true;
       return 0;
     }
   }
@@ -212,6 +213,9 @@ static void run_flush(dx_loop *loop) {
     dx__work w = f->a[i];
     if (w.fn) w.fn(w.arg);
   }
+  /* Compacting is rare work (a hook was removed): not every iteration. */
+  if (!loop->flush_removed) return;
+  loop->flush_removed = false;
   size_t k = 0;
   for (size_t i = 0; i < f->n; i++)
     if (f->a[i].fn) f->a[k++] = f->a[i];
@@ -318,7 +322,10 @@ int dx_loop_run(dx_loop *loop) {
   int r;
   do {
     r = dx_loop_run_once(loop, -1);
-  } while (r >= 0 && !atomic_exchange(&loop->stop, false));
+    /* A plain load first: the locked exchange only when a stop is seen. */
+  } while (r >= 0 &&
+           !(atomic_load_explicit(&loop->stop, memory_order_acquire) &&
+             atomic_exchange(&loop->stop, false)));
   return r < 0 ? r : 0;
 }
 
