@@ -24,14 +24,16 @@ static inline bool ascii_acc(uint64_t acc) {
 }
 
 /*
- * Short payloads (under 126 bytes) are handled in steps of 16 (SSE2, the
- * x86-64 baseline, as in mask.c), then 8, 4, 2 and 1 bytes: no byte loop,
- * and after each step of 4 or more the key is back at offset 0, so no key
- * rotation. Each returns the OR of the bytes it passed over, folded to 64
- * bits, for the caller's ASCII check. Loads and stores through memcpy or
- * unaligned intrinsics: payloads start wherever their header left them.
+ * Short payloads (under 126 bytes): from 16 bytes on, 16-byte SSE2 steps
+ * (the x86-64 baseline, as in mask.c) with the tail as one more step that
+ * overlaps the last; below 16, or without SSE2, steps of 8, 4, 2 and 1
+ * bytes. No byte loop, and after each step of 4 or more the key is back at
+ * offset 0, so no key rotation. Each returns the OR of the bytes it passed
+ * over, folded to 64 bits, for the caller's ASCII check. Loads and stores
+ * through memcpy or unaligned intrinsics: payloads start wherever their
+ * header left them.
  */
-#if defined(__SSE2__) && !defined(DX_NO_SIMD)
+#if defined(__SSE2__) && defined(__x86_64__) && !defined(DX_NO_SIMD)
 #define SHORT_SSE2 1
 #include <emmintrin.h>
 static inline uint64_t fold128(__m128i v) {
