@@ -105,6 +105,10 @@ DX_API int dx_io_start(dx_loop *loop, dx_io *io, int fd, unsigned events,
  * already holds is reported again after the change. 0, DX_EINVAL (io not
  * active), or -errno from epoll_ctl. */
 DX_API int dx_io_modify(dx_io *io, unsigned events);
+/* Replaces the callback; events not yet dispatched go to the new one. For
+ * handlers that change with the state of what they watch, without the two
+ * system calls of a stop and a start. */
+DX_API void dx_io_set_cb(dx_io *io, dx_io_cb cb);
 /* Unregisters; safe to call twice and on a zeroed io. Does not close the fd
  * (io->fd keeps its value so the caller can close it): stop, then close,
  * never the other way round, or the fd number may already belong to a new

@@ -135,9 +135,9 @@ DX_API void dx_ws_free(dx_ws *ws);
 /*
  * Embedding, for runtimes that keep the engine inside their own per-
  * connection allocation (one block instead of two): reserve dx_ws_sizeof()
- * bytes aligned to 16, dx_ws_init() them instead of dx_ws_new(), and
- * dx_ws_cleanup() instead of dx_ws_free() (it frees what the engine owns,
- * not the block). cfg must outlive the engine, as for dx_ws_new().
+ * bytes aligned to 8 (pointer alignment is enough), dx_ws_init() them
+ * instead of dx_ws_new(), and dx_ws_cleanup() instead of dx_ws_free() (it
+ * frees what the engine owns, not the block). cfg must outlive the engine, as for dx_ws_new().
  */
 DX_API size_t dx_ws_sizeof(void);
 DX_API void dx_ws_init(dx_ws *ws, const dx_ws_config *cfg);
@@ -254,7 +254,9 @@ DX_API void dx_ws_consume(dx_ws *ws, size_t n);
  * connection holds no buffer. */
 DX_API void dx_ws_trim(dx_ws *ws);
 
-/* Bytes queued and not yet consumed (the buffered amount). */
+/* Bytes queued and not yet consumed (the buffered amount). At most
+ * 4 GiB - 1 are queued per engine: a send, ping, close or raw frame that
+ * would pass that returns DX_ENOMEM. */
 DX_API size_t dx_ws_buffered(const dx_ws *ws);
 
 /*

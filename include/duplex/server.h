@@ -188,8 +188,8 @@ DX_API dx_server *dx_server_new(const dx_server_config *cfg);
 
 /* Adds a WebSocket route before dx_server_start. The struct is copied;
  * the pointers in it (subprotocols, origins, ud) must outlive the server.
- * Returns 0, DX_EINVAL (no path, or a duplicate), DX_ESTATE (running),
- * DX_ENOMEM. */
+ * Returns 0, DX_EINVAL (no path, a duplicate, more than 254 subprotocols,
+ * or more than 65535 routes), DX_ESTATE (running), DX_ENOMEM. */
 DX_API int dx_server_route(dx_server *srv, const dx_route *route);
 
 /* Binds the listeners (one per loop) and prepares the loops.

@@ -88,6 +88,8 @@ struct dx_loop {
   bool in_iteration;
   bool post_pending;   /* the eventfd fired: swap the post queue */
   bool driven_outside; /* dx_loop_fd was called: timers go to timerfd */
+  int internal;        /* loop-own watchers run in this dispatch */
+  bool flush_removed;  /* a flush hook was removed: compact the list */
   uint64_t now;        /* ms, CLOCK_MONOTONIC */
 
   uint8_t *recv;

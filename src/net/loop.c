@@ -76,6 +76,10 @@ int dx_io_modify(dx_io *io, unsigned events) {
   return 0;
 }
 
+void dx_io_set_cb(dx_io *io, dx_io_cb cb) {
+  io->cb = cb;
+}
+
 /* io->loop == NULL is the "stopped" mark dispatch checks, rather than
  * fd = -1: the caller still needs io->fd to close it. Errors from DEL are
  * ignored: the fd may already be closed, which removed it from the set. */
@@ -87,20 +91,29 @@ void dx_io_stop(dx_io *io) {
 }
 
 static unsigned from_epoll(uint32_t e, unsigned requested) {
-  unsigned ev = 0;
-  if (e & EPOLLIN) ev |= DX_IO_READ;
-  if (e & EPOLLOUT) ev |= DX_IO_WRITE;
-  /* A callback modified earlier in this batch does not want the rest. */
-  ev &= requested;
-  /* Report errors where the callback looks: its read or write fails with
-   * the real errno (or reads EOF) and it closes on its usual path. */
-  if (e & EPOLLERR) ev |= DX_IO_ERROR | (requested & 3u);
-  if (e & EPOLLHUP) ev |= DX_IO_HUP | (requested & 3u);
-  return ev;
+  /* Linux's EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP are 1, 4, 8, 16, and
+   * DX_IO_READ/WRITE/ERROR/HUP 1, 2, 4, 8: one shift maps the last three.
+   * (Other values take the portable branch, folded away at compile time.) */
+  unsigned ev;
+  if (EPOLLIN == 1 && EPOLLOUT == 4 && EPOLLERR == 8 && EPOLLHUP == 16) {
+    ev = (e & 1u) | ((e >> 1) & 0xeu);
+  } else {
+    ev = (e & EPOLLIN ? DX_IO_READ : 0u) | (e & EPOLLOUT ? DX_IO_WRITE : 0u) |
+         (e & EPOLLERR ? DX_IO_ERROR : 0u) | (e & EPOLLHUP ? DX_IO_HUP : 0u);
+  }
+  /* A callback modified earlier in this batch does not want the rest.
+   * Errors are reported where the callback looks: its read or write fails
+   * with the real errno (or reads EOF) and it closes on its usual path. */
+  unsigned err = ev & (DX_IO_ERROR | DX_IO_HUP);
+  return (ev & requested & 3u) | err | (err ? requested & 3u : 0u);
 }
 
+/* Returns the callbacks run, not counting the loop's own watchers (their
+ * callbacks count themselves in loop->internal, so the common path does
+ * not compare every watcher against them). */
 static int dispatch(dx_loop *loop, int n) {
   int handled = 0;
+  loop->internal = 0;
   for (int i = 0; i < n; i++) {
     dx_io *io = loop->events[i].data.ptr;
     /* Stopped by an earlier callback of this batch (its memory is still
@@ -108,10 +121,10 @@ static int dispatch(dx_loop *loop, int n) {
     if (io->loop != loop) continue;
     unsigned ev = from_epoll(loop->events[i].events, io->events);
     if (!ev) continue;
-    handled += io != &loop->wake_io && io != &loop->timer_io;
+    handled++;
     io->cb(io, ev);
   }
-  return handled;
+  return handled - loop->internal;
 }
 
 /* ---- cross-thread wake-up and posted work ------------------------------- */
@@ -137,6 +150,7 @@ static void wake(dx_loop *loop) {
 static void on_wake(dx_io *io, unsigned events) {
   (void)events;
   io->loop->post_pending = true;
+  io->loop->internal++;
 }
 
 int dx_loop_post(dx_loop *loop, void (*fn)(void *arg), void *arg) {
@@ -184,6 +198,7 @@ int dx_loop_on_flush(dx_loop *loop, void (*fn)(void *arg), void *arg) {
   for (size_t i = 0; i < loop->flush.n; i++) {
     if (loop->flush.a[i].arg == arg) {
       loop->flush.a[i].fn = fn; /* NULL: removed at the end of run_flush */
+      if (!fn) loop->flush_removed = true;
       return 0;
     }
   }
@@ -198,6 +213,9 @@ static void run_flush(dx_loop *loop) {
     dx__work w = f->a[i];
     if (w.fn) w.fn(w.arg);
   }
+  /* Compacting is rare work (a hook was removed): not every iteration. */
+  if (!loop->flush_removed) return;
+  loop->flush_removed = false;
   size_t k = 0;
   for (size_t i = 0; i < f->n; i++)
     if (f->a[i].fn) f->a[k++] = f->a[i];
@@ -237,8 +255,8 @@ static void sync_timerfd(dx_loop *loop) {
 static void on_timerfd(dx_io *io, unsigned events) {
   /* Nothing to read (edge-triggered, as the eventfd): waking up was the
    * point, and the timer phase of this iteration runs what is due. */
-  (void)io;
   (void)events;
+  io->loop->internal++;
 }
 
 void dx__loop_timers_changed(dx_loop *loop) {
@@ -304,7 +322,10 @@ int dx_loop_run(dx_loop *loop) {
   int r;
   do {
     r = dx_loop_run_once(loop, -1);
-  } while (r >= 0 && !atomic_exchange(&loop->stop, false));
+    /* A plain load first: the locked exchange only when a stop is seen. */
+  } while (r >= 0 &&
+           !(atomic_load_explicit(&loop->stop, memory_order_acquire) &&
+             atomic_exchange(&loop->stop, false)));
   return r < 0 ? r : 0;
 }
 

@@ -28,9 +28,9 @@ struct dx__client_hs {
 };
 
 void dx__client_hs_free(dx_ws *ws) {
-  if (!ws || !ws->hs) return;
-  dx__free(dx__ws_alloc(ws), ws->hs, ws->hs->size);
-  ws->hs = NULL;
+  if (!ws || !ws->cold || !ws->cold->hs) return;
+  dx__free(dx__ws_alloc(ws), ws->cold->hs, ws->cold->hs->size);
+  ws->cold->hs = NULL;
 }
 
 /* OpenSSL 3 looks the algorithm up in its provider store on every
@@ -100,13 +100,13 @@ typedef void writer(sink *s, const void *ctx);
 static int queue(dx_ws *ws, writer *w, const void *ctx) {
   sink s = {NULL, 0};
   w(&s, ctx);
-  int rc = dx__buf_reserve(&ws->out, dx__ws_alloc(ws), s.len);
+  int rc = dx__ws_out_reserve(ws, s.len);
   if (rc) return rc;
   size_t n = s.len;
-  s.dst = (char *)ws->out.data + ws->out.len;
+  s.dst = (char *)ws->out + ws->out_len;
   s.len = 0;
   w(&s, ctx);
-  ws->out.len += n;
+  ws->out_len += (uint32_t)n;
   return 0;
 }
 
@@ -380,7 +380,7 @@ static int server_accept(dx_ws *ws, const dx_http_request *req,
       pmd = (dx_pmd){0};
   }
   if ((rc = queue(ws, write_upgrade, &u))) return rc;
-  ws->pmd = pmd;
+  dx__ws_set_pmd(ws, &pmd);
   ws->ready = DX_OPEN;
   *out = (dx_ws_handshake){101, proto, pmd, NULL};
   return 0;
@@ -479,7 +479,8 @@ int dx_ws_client_handshake(dx_ws *ws, const dx_ws_client_options *opt) {
   unsigned char nonce[16];
   char ext[256];
   if (!ws || !opt) return DX_EINVAL;
-  if (ws->role != DX_ROLE_CLIENT || ws->ready != DX_CONNECTING || ws->hs)
+  if (ws->role != DX_ROLE_CLIENT || ws->ready != DX_CONNECTING ||
+      (ws->cold && ws->cold->hs))
     return DX_ESTATE;
   if (!options_ok(opt)) return DX_EINVAL;
   if (opt->deflate.enabled) {
@@ -495,12 +496,13 @@ int dx_ws_client_handshake(dx_ws *ws, const dx_ws_client_options *opt) {
   if (!hs) return DX_ENOMEM;
   r.hs = hs;
   rc = dx_ws_accept_key(r.key, 24, hs->accept);
+  if (rc == 0 && !dx__ws_cold(ws)) rc = DX_ENOMEM;
   if (rc == 0) rc = queue(ws, write_request, &r);
   if (rc) {
     dx__free(dx__ws_alloc(ws), hs, hs->size);
     return rc;
   }
-  ws->hs = hs;
+  ws->cold->hs = hs;
   return 0;
 }
 
@@ -551,16 +553,17 @@ int dx_ws_client_response(dx_ws *ws, const dx_http_response *resp,
                           dx_ws_handshake *out) {
   dx_ws_handshake ignored;
   if (!ws || !resp) return DX_EINVAL;
-  if (ws->role != DX_ROLE_CLIENT || ws->ready != DX_CONNECTING || !ws->hs)
+  if (ws->role != DX_ROLE_CLIENT || ws->ready != DX_CONNECTING || !ws->cold ||
+      !ws->cold->hs)
     return DX_ESTATE;
   if (!out) out = &ignored;
   *out = (dx_ws_handshake){resp->status, NULL, {0}, NULL};
-  const char *why = check_response(ws->hs, resp, &out->subprotocol);
+  const char *why = check_response(ws->cold->hs, resp, &out->subprotocol);
   if (why) return client_fail(ws, out, DX_EHANDSHAKE, why);
-  if (dx__pmd_client_accept(resp->headers, resp->num_headers, &ws->hs->offer,
-                            &out->pmd) != 0)
+  if (dx__pmd_client_accept(resp->headers, resp->num_headers,
+                            &ws->cold->hs->offer, &out->pmd) != 0)
     return client_fail(ws, out, DX_EEXTENSION, "extension negotiation failed");
-  ws->pmd = out->pmd;
+  dx__ws_set_pmd(ws, &out->pmd);
   ws->ready = DX_OPEN;
   /* The chosen name points into the handshake block: keep it then. */
   if (!out->subprotocol) dx__client_hs_free(ws);

@@ -91,43 +91,91 @@ bool dx__pmd_can_compress(const dx__pmd_state *z);
 
 struct dx__client_hs; /* handshake.c: key and offers, freed at OPEN */
 
-enum dx__pstate { DX__P_HEADER = 0, DX__P_PAYLOAD = 1, DX__P_DEAD = 2 };
+/* DX__P_HDRPART: a frame header split across feeds is being collected in
+ * cold->hdr (a state of its own so the fast lane's one-word check sees it). */
+enum dx__pstate {
+  DX__P_HEADER = 0,
+  DX__P_HDRPART = 1,
+  DX__P_PAYLOAD = 2,
+  DX__P_DEAD = 3
+};
 
+/* What an engine needs only now and then: a message split across frames or
+ * feeds, a control frame or frame header split across feeds, compression,
+ * the client handshake. Allocated on first need and freed once nothing in
+ * it is live, so an idle connection carries only the hot part below. */
+struct dx__ws_cold {
+  dx__buf msg; /* message assembly, only while one is split */
+  dx__pmd_state *z;
+  struct dx__client_hs *hs;
+  uint32_t utf8; /* incremental validator state of a split text message */
+  uint8_t hdr_len;
+  uint8_t hdr[14]; /* frame header bytes collected (DX__P_HDRPART) */
+  uint8_t ctl_len;
+  uint8_t ctl[125]; /* control payload being collected */
+};
+
+/* The hot part: what every frame touches, and all an idle connection costs
+ * (80 bytes on LP64; the server embeds it in its connection block). */
 struct dx_ws {
   const dx_ws_config *cfg;
   /* borrowed input: [in, in_end) */
   uint8_t *in;
   uint8_t *in_end;
   uint64_t remaining; /* payload bytes left in the current frame */
-  uint32_t utf8;      /* incremental validator state of the text message */
-  int err;            /* sticky fatal error */
-  uint8_t ready;      /* dx_ready_state */
-  uint8_t role;
-  uint8_t pstate;
-  uint8_t hdr_len;    /* header bytes collected in hdr */
-  uint8_t hdr[14];
-  uint8_t opcode;     /* current frame */
-  uint8_t fin;
-  uint8_t rsv1;
-  uint8_t mask_off;
+  /* queued output: [out + out_off, out + out_len). 32-bit: at most 4 GiB
+   * queued per engine (more is DX_ENOMEM), which keeps idle engines small. */
+  uint8_t *out;
+  uint32_t out_len, out_off, out_cap;
+  /* The fast lane's precondition is one 32-bit compare of these four
+   * (dx__ws_quiet): OPEN, between frames, no fragmented message in
+   * progress, nothing delivered from cold memory awaiting release. */
+  union {
+    uint32_t st;
+    struct {
+      uint8_t ready; /* dx_ready_state */
+      uint8_t pstate;
+      uint8_t msg_op; /* TEXT/BINARY of the message in progress, or 0 */
+      uint8_t held;   /* the last event pointed into cold memory */
+    };
+  };
+  struct dx__ws_cold *cold;
   uint8_t mask[4];
-  uint8_t msg_op;     /* TEXT/BINARY of the message in progress, or 0 */
-  uint8_t msg_z;      /* the message in progress is compressed */
-  uint8_t send_op;    /* fragmented send in progress: its opcode, or 0 */
-  uint8_t close_sent;
-  uint8_t close_rcvd;
-  uint8_t ctl_len;
-  uint8_t *ctl;       /* control payload being collected (125 bytes) */
-  dx__buf msg;        /* message assembly, only while one is split */
-  dx__buf out;        /* queued output */
-  dx__pmd_state *z;
-  struct dx__client_hs *hs;
-  dx_pmd pmd;
+  int err; /* sticky fatal error */
+  uint8_t role;
+  uint8_t opcode; /* current frame */
+  uint8_t mask_off;
+  uint8_t send_op; /* fragmented send in progress: its opcode, or 0 */
+  bool fin : 1;
+  bool rsv1 : 1;
+  bool msg_z : 1; /* the message in progress is compressed */
+  bool close_sent : 1;
+  bool close_rcvd : 1;
+  /* Negotiated permessage-deflate (dx_ws_pmd), packed: the window bits
+   * are 0 or 8..15. */
+  bool pmd_on : 1;
+  bool pmd_sno : 1; /* server_no_context_takeover */
+  bool pmd_cno : 1; /* client_no_context_takeover */
+  uint8_t pmd_sbits : 4;
+  uint8_t pmd_cbits : 4;
+  /* The largest payload the fast lane takes: 125 or less if max_message or
+   * max_frame are lower (read once: the config must not change). */
+  uint8_t lane_max;
 };
 
 static inline const dx_allocator *dx__ws_alloc(const dx_ws *ws) {
   return &ws->cfg->alloc;
 }
+
+/* The cold part, allocated (zeroed) on first use. NULL: out of memory. */
+struct dx__ws_cold *dx__ws_cold(dx_ws *ws);
+
+/* Records the negotiated compression (window bits already checked). */
+void dx__ws_set_pmd(dx_ws *ws, const dx_pmd *pmd);
+
+/* Makes room for n more output bytes. Returns 0 or DX_ENOMEM (also past
+ * the 4 GiB cap). */
+int dx__ws_out_reserve(dx_ws *ws, size_t n);
 
 /* Appends an unmasked/masked frame per role to the output. */
 int dx__ws_write_frame(dx_ws *ws, dx_opcode op, bool fin, bool rsv1,

@@ -32,11 +32,29 @@ static const dx_server_config *cfg_of(const dx_conn *c) {
   return &c->sl->srv->cfg;
 }
 
+/* The engine sits right after the connection in its block (accept). */
+static inline dx_ws *ws_of(const dx_conn *c) {
+  return (dx_ws *)(c + 1);
+}
+
+static inline struct dx_tls *conn_tls(const dx_conn *c) {
+  return c->x ? c->x->tls : NULL;
+}
+
+static inline dx__route *route_of(const dx_conn *c) {
+  return &c->sl->routes[c->route];
+}
+
+/* The user data follows the engine, 16-aligned. */
+static size_t user_offset(void) {
+  return (sizeof(dx_conn) + dx_ws_sizeof() + 15) & ~(size_t)15;
+}
+
 void dx__conn_mark_dirty(dx_conn *c) {
   if (c->dirty || c->dead) return;
   c->dirty = true;
-  c->dirty_next = c->sl->dirty;
-  c->sl->dirty = c;
+  /* Room for every slot (add_slot_page): this cannot overflow. */
+  c->sl->dirty[c->sl->ndirty++] = c->slot;
 }
 
 static void release_deflate(dx_conn *c);
@@ -45,13 +63,40 @@ static void release_deflate(dx_conn *c);
  */
 
 static void conn_free(void *arg) {
-  free(arg);
+  dx_conn *c = arg;
+  /* The slot goes only now, so no slot index of this iteration (the dirty
+   * stack) can reach another connection. */
+  dx__sl_unregister(c->sl, c);
+  free(c->x);
+  free(c);
+}
+
+void dx__conn_free_zombies(dx__sloop *sl) {
+  for (uint32_t i = 0; i < dx__sl_nslots(sl); i++) {
+    dx_conn *c = dx__sl_slot(sl, i);
+    if (c && c->zombie) conn_free(c);
+  }
 }
 
 static void release_head(dx_conn *c) {
-  free(c->head);
-  c->head = NULL;
-  c->head_len = c->head_cap = 0;
+  free(c->x->head);
+  c->x->head = NULL;
+  c->x->head_len = c->x->head_cap = 0;
+}
+
+/* Everything the HTTP phase and TLS hold but the struct itself, which may
+ * still be read until the connection is freed. */
+static void release_x(dx_conn *c) {
+  struct dx__conn_x *x = c->x;
+  if (!x) return;
+  if (x->file_fd >= 0) close(x->file_fd);
+  x->file_fd = -1;
+  dx_tls_free(x->tls);
+  x->tls = NULL;
+  release_head(c);
+  free(x->out);
+  x->out = NULL;
+  x->out_len = x->out_off = 0;
 }
 
 void dx__conn_destroy(dx_conn *c) {
@@ -62,12 +107,12 @@ void dx__conn_destroy(dx_conn *c) {
   if (c->opened) {
     c->opened = false;
     uint16_t code = c->close_code ? c->close_code : DX_CLOSE_ABNORMAL;
-    if (c->route->r.on_close)
-      c->route->r.on_close(c, code, NULL, 0, c->route->r.ud);
-    dx__log(srv, "close", c, c->route->path, 0, code, NULL);
+    if (route_of(c)->r.on_close)
+      route_of(c)->r.on_close(c, code, NULL, 0, route_of(c)->r.ud);
+    dx__log(srv, "close", c, route_of(c)->path, 0, code, NULL);
   }
-  if (c->ws) {
-    atomic_fetch_sub(&c->route->count, 1);
+  if (c->is_ws) {
+    atomic_fetch_sub(&route_of(c)->count, 1);
     atomic_fetch_sub(&srv->websockets, 1);
     DX__DEC(sl, websockets);
   }
@@ -75,26 +120,14 @@ void dx__conn_destroy(dx_conn *c) {
   if (c->deflate_charged) release_deflate(c);
   dx_io_stop(&c->io);
   close(c->io.fd);
-  if (c->file_fd >= 0) close(c->file_fd);
-  c->file_fd = -1;
-  dx_ws_cleanup(c->ws);
-  c->ws = NULL;
-  dx_tls_free(c->tls);
-  c->tls = NULL;
-  release_head(c);
-  if (c->out) free(c->out);
-  c->out = NULL;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    sl->conns = c->next;
-  if (c->next) c->next->prev = c->prev;
+  if (c->is_ws) dx_ws_cleanup(ws_of(c));
+  release_x(c);
   sl->nconns--;
   DX__DEC(sl, connections);
-  dx__sl_unregister(sl, c);
-  /* Freed after the iteration: the dirty list or an epoll batch may still
-   * point at it (libuv/uSockets: close completes on the next turn). */
-  if (dx_loop_defer(sl->loop, conn_free, c)) conn_free(c);
+  /* Freed after the iteration: the dirty stack or an epoll batch may still
+   * point at it (libuv/uSockets: close completes on the next turn). If
+   * even that cannot be queued, the next sweep frees it. */
+  if (dx_loop_defer(sl->loop, conn_free, c)) c->zombie = true;
 }
 
 static size_t tls_pending(const dx_conn *c);
@@ -112,7 +145,6 @@ static void set_peer(dx_conn *c, const struct sockaddr_storage *ss) {
     const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
     memcpy(c->addr, &s6->sin6_addr, 16);
   }
-  c->family = (uint8_t)ss->ss_family;
 }
 
 const char *dx_conn_peer(const dx_conn *c) {
@@ -126,28 +158,28 @@ const char *dx_conn_peer(const dx_conn *c) {
 }
 
 void *dx_conn_user(dx_conn *c) {
-  return c->user;
+  return (char *)c + user_offset();
 }
 uint64_t dx_conn_id(const dx_conn *c) {
-  return c->id;
+  return (uint64_t)c->sl->index << 56 | (uint64_t)c->gen << 24 | c->slot;
 }
 dx_server *dx_conn_server(const dx_conn *c) {
   return c->sl->srv;
 }
 size_t dx_conn_buffered(const dx_conn *c) {
-  return (c->ws ? dx_ws_buffered(c->ws) : c->out_len - c->out_off) +
-         tls_pending(c);
+  if (c->is_ws) return dx_ws_buffered(ws_of(c)) + tls_pending(c);
+  return c->x ? c->x->out_len - c->x->out_off + tls_pending(c) : 0;
 }
 
 /* ---- HTTP responses --------------------------------------------------------
  */
 
 static int queue_out(dx_conn *c, const char *p, size_t n) {
-  uint8_t *o = realloc(c->out, c->out_len + n);
+  uint8_t *o = realloc(c->x->out, c->x->out_len + n);
   if (!o) return DX_ENOMEM;
-  memcpy(o + c->out_len, p, n);
-  c->out = o;
-  c->out_len += (uint32_t)n;
+  memcpy(o + c->x->out_len, p, n);
+  c->x->out = o;
+  c->x->out_len += (uint32_t)n;
   c->phase = DX__RESPOND;
   dx__conn_mark_dirty(c);
   return 0;
@@ -166,7 +198,7 @@ static void respond(dx_conn *c, int status, const char *extra, const char *body,
                    keep_alive ? "keep-alive" : "close", extra ? extra : "",
                    body ? body : "");
   if (n < 0 || (size_t)n >= sizeof buf) n = 0;
-  c->keep_alive = keep_alive;
+  c->x->keep_alive = keep_alive;
   if (queue_out(c, buf, (size_t)n)) dx__conn_destroy(c);
 }
 
@@ -191,7 +223,9 @@ static bool origin_allowed(const dx__route *r, const dx_header *h) {
   return false;
 }
 
-static void feed_ws(dx_conn *c, uint8_t *p, size_t n);
+static inline void feed_ws(dx_conn *c, uint8_t *p, size_t n);
+static void on_io(dx_io *io, unsigned events);
+static void on_io_ws(dx_io *io, unsigned events);
 
 /* Worst-case zlib memory of one connection: deflate (windowBits 15,
  * memLevel 8) is 2^17 + 2^17 bytes plus its state, inflate a 32 KiB window
@@ -223,12 +257,21 @@ typedef struct req_ctx {
 
 static void count_handshake(dx_conn *c) {
   static const unsigned bounds[] = DX_HANDSHAKE_BUCKETS_MS;
-  uint32_t ms = dx__sl_now(c->sl) - c->t_start;
+  uint32_t ms = dx__sl_now(c->sl) - c->t_mark;
   size_t i = 0;
   while (i < 11 && ms > bounds[i])
     i++;
   DX__INC(c->sl, handshake_le[i], 1);
   DX__INC(c->sl, handshake_ms_sum, ms);
+}
+
+/* 1 + the index of the chosen subprotocol in the route's list; 0: none. */
+static uint8_t subproto_index(const dx__route *r, const char *chosen) {
+  if (!chosen) return 0;
+  uint8_t i = 0;
+  for (const char *const *p = r->r.subprotocols; p && *p; p++, i++)
+    if (*p == chosen || strcmp(*p, chosen) == 0) return (uint8_t)(i + 1);
+  return 0;
 }
 
 static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
@@ -281,10 +324,10 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
     }
   }
   /* The engine lives in the connection's own block (see dx__conn_accept). */
-  c->ws = (dx_ws *)(c->user + c->user_room);
-  dx_ws_init(c->ws, &c->sl->ws_cfgs[r - srv->routes]);
+  c->route = (uint16_t)(r - srv->routes);
+  c->is_ws = true;
+  dx_ws_init(ws_of(c), &c->sl->ws_cfgs[c->route]);
   c->fresh = true;
-  c->route = r;
   atomic_fetch_add(&r->count, 1);
   atomic_fetch_add(&srv->websockets, 1);
   DX__INC(c->sl, websockets, 1);
@@ -292,7 +335,7 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
   if (policy.deflate.enabled && !charge_deflate(c))
     policy.deflate.enabled = false;
   dx_ws_handshake hs;
-  int hrc = dx_ws_server_handshake(c->ws, req, &policy, &hs);
+  int hrc = dx_ws_server_handshake(ws_of(c), req, &policy, &hs);
   if (c->deflate_charged && (hrc || !hs.pmd.enabled)) release_deflate(c);
   if (hrc != 0 && r->r.on_accept && r->r.on_close) {
     /* The accept hook may have filled the user data: let the route release
@@ -309,10 +352,20 @@ static void upgrade(dx_conn *c, dx__route *r, const req_ctx *rq, uint8_t *rest,
   c->phase = DX__WS;
   c->opened = true;
   count_handshake(c);
-  c->subprotocol = hs.subprotocol;
+  c->subproto = subproto_index(r, hs.subprotocol);
   uint32_t now = dx__sl_now(c->sl);
   c->t_last_in = now;
-  c->t_next_ping = now + cfg_of(c)->ping_interval_ms;
+  c->t_ping = now; /* the first ping is due an interval after the open */
+  c->t_mark = 0;
+  if (!conn_tls(c)) {
+    /* The HTTP phase is over: a plain WebSocket keeps none of it. (The
+     * request bytes were detached by feed_http; rest points into them or
+     * into the loop's buffer, not into x.) */
+    release_x(c);
+    free(c->x);
+    c->x = NULL;
+    dx_io_set_cb(&c->io, on_io_ws);
+  }
   dx__conn_mark_dirty(c);
   dx__log(srv, "open", c, r->path, 101, 0, hs.subprotocol);
   if (r->r.on_open) r->r.on_open(c, r->r.ud);
@@ -331,14 +384,14 @@ static dx__route *find_route(dx_server *srv, const char *path) {
 static void serve_file(dx_conn *c, const req_ctx *rq) {
   static _Thread_local dx_static_result res;
   dx_static_serve(c->sl->srv->static_files, rq->req, NULL, 0, &res);
-  c->keep_alive = res.keep_alive;
+  c->x->keep_alive = res.keep_alive;
   if (queue_out(c, res.head, res.head_len)) {
     dx_static_result_close(&res);
     return dx__conn_destroy(c);
   }
-  c->file_fd = res.fd;
-  c->file_off = res.offset;
-  c->file_left = res.fd >= 0 ? res.length : 0;
+  c->x->file_fd = res.fd;
+  c->x->file_off = res.offset;
+  c->x->file_left = res.fd >= 0 ? res.length : 0;
   res.fd = -1;
   dx_static_result_close(&res);
   dx__log(c->sl->srv, "http", c, rq->path, res.status, 0, NULL);
@@ -371,7 +424,7 @@ int dx_http_respond(dx_http_exchange *x, int status, const char *content_type,
     return n;
   }
   x->answered = true;
-  x->c->keep_alive = x->keep_alive && status < 500;
+  x->c->x->keep_alive = x->keep_alive && status < 500;
   int rc = queue_out(x->c, buf, (size_t)n);
   free(buf);
   return rc;
@@ -381,12 +434,12 @@ uint64_t dx_http_defer(dx_http_exchange *x) {
   if (x->answered) return 0;
   dx_conn *c = x->c;
   x->answered = true;
-  c->keep_alive = x->keep_alive;
+  c->x->keep_alive = x->keep_alive;
   c->awaiting = true;
-  /* Like a response being written: pipelined bytes wait in c->head. */
+  /* Like a response being written: pipelined bytes wait in c->x->head. */
   c->phase = DX__RESPOND;
   c->t_stall = 0;
-  return c->id;
+  return dx_conn_id(c);
 }
 
 void dx__conn_http_reply(dx_conn *c, int status, const char *content_type,
@@ -394,7 +447,7 @@ void dx__conn_http_reply(dx_conn *c, int status, const char *content_type,
                          const char *extra_headers) {
   if (!c->awaiting) return;
   c->awaiting = false;
-  dx_http_exchange x = {.c = c, .keep_alive = c->keep_alive};
+  dx_http_exchange x = {.c = c, .keep_alive = c->x->keep_alive};
   if (dx_http_respond(&x, status, content_type, body, len, extra_headers) < 0)
     dx__conn_destroy(c);
 }
@@ -463,8 +516,8 @@ static void handle_request(dx_conn *c, req_ctx *rq, const uint8_t *body,
     uint8_t *hb = malloc(rest_len);
     if (!hb) return dx__conn_destroy(c);
     memcpy(hb, rest, rest_len);
-    c->head = hb;
-    c->head_len = c->head_cap = (uint32_t)rest_len;
+    c->x->head = hb;
+    c->x->head_len = c->x->head_cap = (uint32_t)rest_len;
   }
 }
 
@@ -486,16 +539,16 @@ static int parse_status(int rc) {
   return rc == DX_EHTTP ? 400 : 431;
 }
 
-/* Keeps bytes of an unfinished request (head or body) in c->head. */
+/* Keeps bytes of an unfinished request (head or body) in c->x->head. */
 static int stash(dx_conn *c, const uint8_t *p, size_t n) {
-  if (p == c->head) return 0;
+  if (p == c->x->head) return 0;
   size_t cap = n > PARTIAL_HEAD_MIN ? n : PARTIAL_HEAD_MIN;
   uint8_t *h = malloc(cap);
   if (!h) return DX_ENOMEM;
   memcpy(h, p, n);
-  c->head = h;
-  c->head_len = (uint32_t)n;
-  c->head_cap = (uint32_t)cap;
+  c->x->head = h;
+  c->x->head_len = (uint32_t)n;
+  c->x->head_cap = (uint32_t)cap;
   return 0;
 }
 
@@ -531,15 +584,15 @@ static void feed_http(dx_conn *c, uint8_t *p, size_t n) {
   size_t body = (size_t)rq.info.content_length;
   if (n - (size_t)rc < body) {
     /* The body is not all here: keep head and body until it is. */
-    c->need = (uint32_t)((size_t)rc + body);
+    c->x->need = (uint32_t)((size_t)rc + body);
     if (stash(c, p, n)) dx__conn_destroy(c);
     return;
   }
-  c->need = 0;
-  uint8_t *owned = p == c->head ? c->head : NULL;
+  c->x->need = 0;
+  uint8_t *owned = p == c->x->head ? c->x->head : NULL;
   if (owned) {
-    c->head = NULL;
-    c->head_len = c->head_cap = 0;
+    c->x->head = NULL;
+    c->x->head_len = c->x->head_cap = 0;
   }
   uint8_t hop[16];
   bool fwd = dx__forwarded_apply(c, &req, hop);
@@ -549,32 +602,32 @@ static void feed_http(dx_conn *c, uint8_t *p, size_t n) {
 }
 
 static void on_http_data(dx_conn *c, uint8_t *p, size_t n) {
-  if (c->phase == DX__RESPOND || c->head) {
+  if (c->phase == DX__RESPOND || c->x->head) {
     /* Append to the partial head (or pipelined bytes held during a
      * response), bounded by the head limit. */
-    size_t max = c->need ? c->need : cfg_of(c)->max_head + 4096;
-    if (c->head_len + n > max && c->phase == DX__RESPOND) {
+    size_t max = c->x->need ? c->x->need : cfg_of(c)->max_head + 4096;
+    if (c->x->head_len + n > max && c->phase == DX__RESPOND) {
       /* Enough pipelined requests are waiting: keep these bytes (at most
        * one read past the limit) and stop reading until the response is
        * written. */
       c->read_paused = true;
-    } else if (c->head_len + n > max) {
+    } else if (c->x->head_len + n > max) {
       DX__INC(c->sl, rejected_http, 1);
       return reject(c, 431, NULL, "request header fields too large", NULL);
     }
-    if (c->head_len + n > c->head_cap) {
-      size_t ncap = c->head_cap ? c->head_cap : PARTIAL_HEAD_MIN;
-      while (ncap < c->head_len + n)
+    if (c->x->head_len + n > c->x->head_cap) {
+      size_t ncap = c->x->head_cap ? c->x->head_cap : PARTIAL_HEAD_MIN;
+      while (ncap < c->x->head_len + n)
         ncap *= 2;
-      uint8_t *h = realloc(c->head, ncap);
+      uint8_t *h = realloc(c->x->head, ncap);
       if (!h) return dx__conn_destroy(c);
-      c->head = h;
-      c->head_cap = (uint32_t)ncap;
+      c->x->head = h;
+      c->x->head_cap = (uint32_t)ncap;
     }
-    memcpy(c->head + c->head_len, p, n);
-    c->head_len += (uint32_t)n;
+    memcpy(c->x->head + c->x->head_len, p, n);
+    c->x->head_len += (uint32_t)n;
     if (c->phase == DX__RESPOND) return;
-    return feed_http(c, c->head, c->head_len);
+    return feed_http(c, c->x->head, c->x->head_len);
   }
   feed_http(c, p, n);
 }
@@ -583,7 +636,7 @@ static void on_http_data(dx_conn *c, uint8_t *p, size_t n) {
  * ------------------------------------------------------- */
 
 static void ws_event(dx_conn *c, const dx_ws_event *ev) {
-  dx__route *r = c->route;
+  dx__route *r = route_of(c);
   switch (ev->type) {
   case DX_EV_TEXT:
   case DX_EV_BINARY:
@@ -610,23 +663,34 @@ static void ws_event(dx_conn *c, const dx_ws_event *ev) {
   }
 }
 
-static void feed_ws(dx_conn *c, uint8_t *p, size_t n) {
-  dx_ws *ws = c->ws;
+/* Inlined: on the hot path it is one call level less (on_readable_ws). */
+__attribute__((always_inline)) static inline void
+feed_ws(dx_conn *c, uint8_t *p, size_t n) {
+  dx_ws *ws = ws_of(c);
   c->t_last_in = dx__sl_now(c->sl);
   dx_ws_feed(ws, p, n);
   dx_ws_event ev;
   int rc;
   while ((rc = dx_ws_next(ws, &ev)) == 1) {
-    ws_event(c, &ev);
+    if (ev.type == DX_EV_TEXT || ev.type == DX_EV_BINARY) {
+      /* Messages, the common case, without the call into ws_event. The
+       * event types TEXT and BINARY equal their opcodes (proto.h). */
+      dx__route *r = route_of(c);
+      DX__INC(c->sl, messages_in, 1);
+      if (r->r.on_message)
+        r->r.on_message(c, (dx_opcode)ev.type, ev.data, ev.len, r->r.ud);
+    } else {
+      ws_event(c, &ev);
+    }
     if (c->dead) return;
   }
   if (rc != DX_EAGAIN) {
     DX__INC(c->sl, protocol_errors, 1);
     c->close_code = dx_ws_error_close_code(rc);
-    dx__log(c->sl->srv, "error", c, c->route->path, 0, c->close_code,
+    dx__log(c->sl->srv, "error", c, route_of(c)->path, 0, c->close_code,
             dx_strerror(rc));
   }
-  if (dx_ws_buffered(ws) || dx_ws_state(ws) == DX_CLOSED)
+  if (!c->dirty && (dx_ws_buffered(ws) || dx_ws_state(ws) == DX_CLOSED))
     dx__conn_mark_dirty(c);
 }
 
@@ -639,14 +703,14 @@ static void feed_ws(dx_conn *c, uint8_t *p, size_t n) {
 static int flush_tls(dx_conn *c) {
   const uint8_t *p;
   size_t n;
-  while ((n = dx_tls_output(c->tls, &p)) > 0) {
+  while ((n = dx_tls_output(conn_tls(c), &p)) > 0) {
     ssize_t k = write(c->io.fd, p, n);
     if (k < 0) {
       if (errno == EINTR) continue;
       return errno == EAGAIN ? 0 : -1;
     }
     DX__INC(c->sl, bytes_out, (uint64_t)k);
-    dx_tls_consume(c->tls, (size_t)k);
+    dx_tls_consume(conn_tls(c), (size_t)k);
     if ((size_t)k < n) return 0;
   }
   return 0;
@@ -655,8 +719,8 @@ static int flush_tls(dx_conn *c) {
 /* Sends bytes: straight to the socket, or through TLS (which takes them
  * all). Returns bytes taken (may be short on EAGAIN), or -1. */
 static ssize_t sock_send(dx_conn *c, const uint8_t *p, size_t n) {
-  if (c->tls) {
-    if (dx_tls_write(c->tls, p, n) < 0) return -1;
+  if (conn_tls(c)) {
+    if (dx_tls_write(conn_tls(c), p, n) < 0) return -1;
     return flush_tls(c) < 0 ? -1 : (ssize_t)n;
   }
   for (;;) {
@@ -672,7 +736,7 @@ static ssize_t sock_send(dx_conn *c, const uint8_t *p, size_t n) {
 
 static size_t tls_pending(const dx_conn *c) {
   const uint8_t *p;
-  return c->tls ? dx_tls_output(c->tls, &p) : 0;
+  return conn_tls(c) ? dx_tls_output(conn_tls(c), &p) : 0;
 }
 
 /* ---- reading
@@ -681,6 +745,7 @@ static size_t tls_pending(const dx_conn *c) {
 static void start_linger(dx_conn *c);
 static void on_cipher(dx_conn *c, uint8_t *buf, size_t n, size_t cap);
 static int write_ws(dx_conn *c);
+static inline int write_plain(dx_conn *c);
 static int write_http_body(dx_conn *c);
 
 static void dispatch(dx_conn *c, uint8_t *buf, size_t n) {
@@ -691,7 +756,7 @@ static void dispatch(dx_conn *c, uint8_t *buf, size_t n) {
      * does not reaches the hard limit (dx_conn_send drops it) instead of
      * growing the queue for a whole read burst. */
     if (!c->dead &&
-        dx_ws_buffered(c->ws) + tls_pending(c) > cfg_of(c)->write_high &&
+        dx_ws_buffered(ws_of(c)) + tls_pending(c) > cfg_of(c)->write_high &&
         write_ws(c) < 0)
       dx__conn_destroy(c);
   } else if (c->phase != DX__LINGER) {
@@ -701,9 +766,9 @@ static void dispatch(dx_conn *c, uint8_t *buf, size_t n) {
 
 /* Feeds ciphertext and dispatches all plaintext it yields. */
 static void on_cipher(dx_conn *c, uint8_t *buf, size_t n, size_t cap) {
-  if (dx_tls_feed(c->tls, buf, n)) return dx__conn_destroy(c);
+  if (dx_tls_feed(conn_tls(c), buf, n)) return dx__conn_destroy(c);
   for (;;) {
-    int k = dx_tls_read(c->tls, buf, cap);
+    int k = dx_tls_read(conn_tls(c), buf, cap);
     if (k > 0) {
       dispatch(c, buf, (size_t)k);
       if (c->dead || c->read_paused) return;
@@ -712,7 +777,7 @@ static void on_cipher(dx_conn *c, uint8_t *buf, size_t n, size_t cap) {
     if (k == 0) break;
     if (k == DX_ETLS) {
       DX__INC(c->sl, rejected_http, 1);
-      dx__log(c->sl->srv, "tls", c, NULL, 0, 0, dx_tls_error(c->tls));
+      dx__log(c->sl->srv, "tls", c, NULL, 0, 0, dx_tls_error(conn_tls(c)));
       (void)flush_tls(c); /* the alert, if any */
     }
     return dx__conn_destroy(c);
@@ -720,7 +785,48 @@ static void on_cipher(dx_conn *c, uint8_t *buf, size_t n, size_t cap) {
   if (tls_pending(c)) dx__conn_mark_dirty(c); /* handshake records */
 }
 
+static void after_ws_write(dx_conn *c);
+
+/*
+ * A plain WebSocket (no TLS, HTTP phase over): read, handle, and write what
+ * that produced right away, one write for the whole read. The connection
+ * counts as dirty meanwhile, so sends from its own handlers only queue
+ * instead of putting it on the flush stack for a second visit. The flush
+ * pass still serves output queued by anyone else later in the iteration.
+ */
+static void on_readable_ws(dx_conn *c) {
+  size_t cap;
+  uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
+  dx_ws *ws = ws_of(c);
+  bool was_dirty = c->dirty;
+  c->dirty = true;
+  for (;;) {
+    ssize_t n = read(c->io.fd, buf, cap);
+    if (n > 0) {
+      DX__INC(c->sl, bytes_in, (uint64_t)n);
+      feed_ws(c, buf, (size_t)n);
+      if (c->dead) return;
+      /* See dispatch: past the high watermark, write before reading on. */
+      if (dx_ws_buffered(ws) > cfg_of(c)->write_high && write_ws(c) < 0)
+        return dx__conn_destroy(c);
+      if ((size_t)n < cap) break; /* drained; epoll (ET) will tell us */
+      continue;
+    }
+    if (n == 0) return dx__conn_destroy(c); /* EOF */
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return dx__conn_destroy(c);
+    break;
+  }
+  c->dirty = was_dirty;
+  if (write_plain(c) < 0) return dx__conn_destroy(c);
+  /* after_ws_write's own early exit, without the call. */
+  if (dx_ws_buffered(ws) || c->t_stall || c->fresh || c->high ||
+      dx_ws_state(ws) != DX_OPEN)
+    after_ws_write(c);
+}
+
 static void on_readable(dx_conn *c) {
+  if (c->phase == DX__WS && !c->x && !c->read_paused) return on_readable_ws(c);
   size_t cap;
   uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
   for (;;) {
@@ -729,7 +835,7 @@ static void on_readable(dx_conn *c) {
     ssize_t n = read(c->io.fd, buf, cap);
     if (n > 0) {
       DX__INC(c->sl, bytes_in, (uint64_t)n);
-      if (c->tls)
+      if (conn_tls(c))
         on_cipher(c, buf, (size_t)n, cap);
       else
         dispatch(c, buf, (size_t)n);
@@ -754,49 +860,53 @@ static void start_linger(dx_conn *c) {
    * our close into a RST that could destroy the close frame in flight. */
   if (c->phase == DX__LINGER) return;
   c->phase = DX__LINGER;
-  c->t_close = dx__sl_now(c->sl);
-  if (c->tls) {
-    dx_tls_shutdown(c->tls);
+  dx_io_set_cb(&c->io, on_io); /* data now is only drained (dispatch) */
+  c->t_mark = dx__sl_now(c->sl);
+  if (conn_tls(c)) {
+    dx_tls_shutdown(conn_tls(c));
     (void)flush_tls(c);
   }
   shutdown(c->io.fd, SHUT_WR);
 }
 
+/* Plain TCP. The engine's output is one contiguous run: one write takes it
+ * all, or as much as the kernel will, and then there is nothing to loop
+ * for until the socket is writable again. Returns 0, or -1 to close. */
+__attribute__((always_inline)) static inline int write_plain(dx_conn *c) {
+  const uint8_t *p;
+  size_t n = dx_ws_output(ws_of(c), &p);
+  if (!n) return 0;
+  ssize_t k;
+  while ((k = write(c->io.fd, p, n)) < 0)
+    if (errno != EINTR) return errno == EAGAIN ? 0 : -1;
+  DX__INC(c->sl, bytes_out, (uint64_t)k);
+  dx_ws_consume(ws_of(c), (size_t)k);
+  return 0;
+}
+
 static int write_ws(dx_conn *c) {
   const uint8_t *p;
   size_t n;
-  if (!c->tls) {
-    while ((n = dx_ws_output(c->ws, &p)) > 0) {
-      ssize_t k = write(c->io.fd, p, n);
-      if (k < 0) {
-        if (errno == EINTR) continue;
-        return errno == EAGAIN ? 0 : -1;
-      }
-      DX__INC(c->sl, bytes_out, (uint64_t)k);
-      dx_ws_consume(c->ws, (size_t)k);
-      if ((size_t)k < n) return 0;
-    }
-    return 0;
-  }
+  if (!conn_tls(c)) return write_plain(c);
   if (flush_tls(c) < 0) return -1;
-  while ((n = dx_ws_output(c->ws, &p)) > 0) {
+  while ((n = dx_ws_output(ws_of(c), &p)) > 0) {
     if (tls_pending(c)) return 0; /* the kernel is full: wait */
     ssize_t k = sock_send(c, p, n);
     if (k < 0) return -1;
-    dx_ws_consume(c->ws, (size_t)k);
+    dx_ws_consume(ws_of(c), (size_t)k);
     if ((size_t)k < n) return 0;
   }
   return 0;
 }
 
 static void after_ws_write(dx_conn *c) {
-  size_t b = dx_conn_buffered(c);
+  size_t b = dx_ws_buffered(ws_of(c)) + tls_pending(c);
   if (b == 0 && c->fresh) {
     /* The 101 is out; most connections then sit idle: keep no buffer. */
     c->fresh = false;
-    dx_ws_trim(c->ws);
+    dx_ws_trim(ws_of(c));
   }
-  if (b == 0 && !c->high && !c->t_stall && dx_ws_state(c->ws) == DX_OPEN)
+  if (b == 0 && !c->high && !c->t_stall && dx_ws_state(ws_of(c)) == DX_OPEN)
     return; /* the common case: everything written */
   const dx_server_config *cfg = cfg_of(c);
   if (b > cfg->write_high) c->high = true;
@@ -806,33 +916,33 @@ static void after_ws_write(dx_conn *c) {
     c->t_stall = dx__sl_now(c->sl);
   if (c->high && b <= cfg->write_low) {
     c->high = false;
-    if (c->route->r.on_drain) c->route->r.on_drain(c, c->route->r.ud);
+    if (route_of(c)->r.on_drain) route_of(c)->r.on_drain(c, route_of(c)->r.ud);
     if (c->dead) return;
   }
-  if (b == 0 && dx_ws_state(c->ws) == DX_CLOSED) start_linger(c);
+  if (b == 0 && dx_ws_state(ws_of(c)) == DX_CLOSED) start_linger(c);
 }
 
 static void response_done(dx_conn *c) {
   c->t_stall = 0;
-  free(c->out);
-  c->out = NULL;
-  c->out_len = c->out_off = 0;
-  if (!c->keep_alive) return start_linger(c);
+  free(c->x->out);
+  c->x->out = NULL;
+  c->x->out_len = c->x->out_off = 0;
+  if (!c->x->keep_alive) return start_linger(c);
   c->phase = DX__HTTP;
-  c->t_start = dx__sl_now(c->sl);
-  c->first_request = false;
-  if (c->head) {
+  c->t_mark = dx__sl_now(c->sl);
+  c->x->first_request = false;
+  if (c->x->head) {
     /* Pipelined requests that arrived during the response. */
-    uint8_t *h = c->head;
-    size_t n = c->head_len;
-    c->head = NULL;
-    c->head_len = c->head_cap = 0;
+    uint8_t *h = c->x->head;
+    size_t n = c->x->head_len;
+    c->x->head = NULL;
+    c->x->head_len = c->x->head_cap = 0;
     on_http_data(c, h, n);
     free(h);
   }
   if (!c->dead && c->read_paused) {
     c->read_paused = false;
-    if (c->tls) {
+    if (conn_tls(c)) {
       /* Requests may already be decrypted inside the TLS buffer, where
        * epoll cannot see them: process them before reading the socket. */
       size_t cap;
@@ -849,58 +959,61 @@ static int send_file_tls(dx_conn *c) {
   size_t cap;
   uint8_t *buf = dx_loop_recv_buffer(c->sl->loop, &cap);
   if (cap > 65536) cap = 65536;
-  while (c->file_left && tls_pending(c) == 0) {
-    size_t want = c->file_left < cap ? (size_t)c->file_left : cap;
-    ssize_t k = pread(c->file_fd, buf, want, (off_t)c->file_off);
+  while (c->x->file_left && tls_pending(c) == 0) {
+    size_t want = c->x->file_left < cap ? (size_t)c->x->file_left : cap;
+    ssize_t k = pread(c->x->file_fd, buf, want, (off_t)c->x->file_off);
     if (k < 0 && errno == EINTR) continue;
     if (k <= 0) return -1; /* error, or the file shrank under us */
     if (sock_send(c, buf, (size_t)k) < 0) return -1;
-    c->file_off += (uint64_t)k;
-    c->file_left -= (uint64_t)k;
+    c->x->file_off += (uint64_t)k;
+    c->x->file_left -= (uint64_t)k;
   }
   return 0;
 }
 
 static int send_file_plain(dx_conn *c) {
-  while (c->file_left) {
-    off_t off = (off_t)c->file_off;
-    size_t chunk = c->file_left > (1u << 30) ? (1u << 30) : c->file_left;
-    ssize_t k = sendfile(c->io.fd, c->file_fd, &off, chunk);
+  while (c->x->file_left) {
+    off_t off = (off_t)c->x->file_off;
+    size_t chunk = c->x->file_left > (1u << 30) ? (1u << 30) : c->x->file_left;
+    ssize_t k = sendfile(c->io.fd, c->x->file_fd, &off, chunk);
     if (k < 0) {
       if (errno == EINTR) continue;
       return errno == EAGAIN ? 0 : -1;
     }
     if (k == 0) return -1; /* the file shrank under us */
     DX__INC(c->sl, bytes_out, (uint64_t)k);
-    c->file_off = (uint64_t)off;
-    c->file_left -= (uint64_t)k;
+    c->x->file_off = (uint64_t)off;
+    c->x->file_left -= (uint64_t)k;
   }
   return 0;
 }
 
 static int write_http(dx_conn *c) {
-  uint64_t before = c->file_left + (c->out_len - c->out_off) + tls_pending(c);
+  uint64_t before =
+      c->x->file_left + (c->x->out_len - c->x->out_off) + tls_pending(c);
   int rc = write_http_body(c);
   /* The stall timer measures time without progress, not response time. */
-  if (c->file_left + (c->out_len - c->out_off) + tls_pending(c) < before)
+  if (c->x->file_left + (c->x->out_len - c->x->out_off) + tls_pending(c) <
+      before)
     c->t_stall = 0;
   return rc;
 }
 
 static int write_http_body(dx_conn *c) {
-  if (c->tls && flush_tls(c) < 0) return -1;
+  if (conn_tls(c) && flush_tls(c) < 0) return -1;
   if (c->awaiting) return 0; /* the answer is not there yet */
-  while (c->out_off < c->out_len) {
-    ssize_t k = sock_send(c, c->out + c->out_off, c->out_len - c->out_off);
+  while (c->x->out_off < c->x->out_len) {
+    ssize_t k =
+        sock_send(c, c->x->out + c->x->out_off, c->x->out_len - c->x->out_off);
     if (k < 0) return -1;
     if (k == 0) return 0;
-    c->out_off += (uint32_t)k;
+    c->x->out_off += (uint32_t)k;
   }
-  if ((c->tls ? send_file_tls(c) : send_file_plain(c)) < 0) return -1;
-  if (c->file_left || tls_pending(c)) return 0; /* more when writable */
-  if (c->file_fd >= 0) {
-    close(c->file_fd);
-    c->file_fd = -1;
+  if ((conn_tls(c) ? send_file_tls(c) : send_file_plain(c)) < 0) return -1;
+  if (c->x->file_left || tls_pending(c)) return 0; /* more when writable */
+  if (c->x->file_fd >= 0) {
+    close(c->x->file_fd);
+    c->x->file_fd = -1;
   }
   response_done(c);
   return 0;
@@ -914,16 +1027,18 @@ static void flush_conn(dx_conn *c) {
   }
   if (c->phase == DX__RESPOND) {
     if (write_http(c) < 0) dx__conn_destroy(c);
-  } else if (c->tls && flush_tls(c) < 0) {
+  } else if (conn_tls(c) && flush_tls(c) < 0) {
     dx__conn_destroy(c);
   }
 }
 
 void dx__conn_flush_all(void *arg) {
   dx__sloop *sl = arg;
-  while (sl->dirty) {
-    dx_conn *c = sl->dirty;
-    sl->dirty = c->dirty_next;
+  /* A stack: a connection marked again while flushing goes back on it
+   * after being popped, so it never holds more than one entry per slot. */
+  while (sl->ndirty) {
+    dx_conn *c = dx__sl_slot(sl, sl->dirty[--sl->ndirty]);
+    if (!c) continue; /* a zombie the sweep freed (out of memory only) */
     c->dirty = false;
     flush_conn(c);
   }
@@ -932,9 +1047,24 @@ void dx__conn_flush_all(void *arg) {
 static void on_io(dx_io *io, unsigned events) {
   dx_conn *c = (dx_conn *)io;
   if (events & (DX_IO_READ | DX_IO_HUP | DX_IO_ERROR)) on_readable(c);
-  if (!c->dead && (events & DX_IO_WRITE) &&
-      (c->phase == DX__RESPOND || dx_conn_buffered(c)))
+  /* Writable: a flush helps only if output was left behind. A WebSocket
+   * with output left has t_stall set (after_ws_write), which saves
+   * computing what is buffered on every edge. */
+  if ((events & DX_IO_WRITE) && !c->dirty && !c->dead &&
+      (c->phase == DX__WS ? c->t_stall != 0
+                          : c->phase == DX__RESPOND || dx_conn_buffered(c)))
     dx__conn_mark_dirty(c);
+}
+
+/* The callback of a plain WebSocket in the open or closing state (set at
+ * the 101, replaced by on_io at the linger): no phase or TLS to test. */
+static void on_io_ws(dx_io *io, unsigned events) {
+  dx_conn *c = (dx_conn *)io;
+  /* The read ends with a write, which also serves a writable edge that
+   * came with it; a writable edge alone matters only if output was left
+   * behind, which t_stall marks (after_ws_write). */
+  if (events & (DX_IO_READ | DX_IO_HUP | DX_IO_ERROR)) return on_readable_ws(c);
+  if (c->t_stall) dx__conn_mark_dirty(c);
 }
 
 /* ---- accept
@@ -945,50 +1075,42 @@ void dx__conn_accept(dx__sloop *sl, int fd, const struct sockaddr_storage *ss) {
   for (size_t i = 0; i < sl->srv->nroutes; i++)
     if (sl->srv->routes[i].r.user_size > usz)
       usz = sl->srv->routes[i].r.user_size;
-  /* One block: the connection, the routes' user data, then the engine,
-   * so an idle WebSocket costs one allocation. */
-  usz = (usz + 15) & ~(size_t)15;
-  dx_conn *c = calloc(1, sizeof *c + usz + dx_ws_sizeof());
-  if (!c) {
-    close(fd);
-    return;
-  }
+  /* One block: the connection, the engine, then the routes' user data,
+   * so an idle WebSocket costs one allocation; the HTTP phase has its own,
+   * given back at the 101. */
+  size_t size = usz ? user_offset() + usz : sizeof(dx_conn) + dx_ws_sizeof();
+  dx_conn *c = calloc(1, size);
+  struct dx__conn_x *x = calloc(1, sizeof *x);
+  if (!c || !x) goto fail;
   /* TCP_NODELAY is inherited from the listener (net/tcp.c). */
   c->sl = sl;
-  c->user_room = (uint32_t)usz;
-  c->file_fd = -1;
-  c->first_request = true;
+  c->x = x;
+  x->file_fd = -1;
+  x->first_request = true;
   c->proxy_wait = sl->srv->cfg.proxy_protocol;
   set_peer(c, ss);
-  if (dx__sl_register(sl, c)) {
-    close(fd);
-    free(c);
-    return;
-  }
+  if (dx__sl_register(sl, c)) goto fail;
   if (dx_io_start(sl->loop, &c->io, fd, DX_IO_READ | DX_IO_WRITE, on_io)) {
     dx__sl_unregister(sl, c);
-    close(fd);
-    free(c);
-    return;
+    goto fail;
   }
-  if (sl->srv->tls_ctx && !(c->tls = dx__server_tls_new(sl->srv))) {
+  if (sl->srv->tls_ctx && !(x->tls = dx__server_tls_new(sl->srv))) {
     dx_io_stop(&c->io);
     dx__sl_unregister(sl, c);
-    close(fd);
-    free(c);
-    return;
+    goto fail;
   }
-  c->t_start = dx__sl_now(sl);
-  c->next = sl->conns;
-  if (sl->conns) sl->conns->prev = c;
-  sl->conns = c;
+  c->t_mark = dx__sl_now(sl);
   sl->nconns++;
   DX__INC(sl, connections, 1);
   DX__INC(sl, accepted, 1);
   if (sl->stopping) return dx__conn_destroy(c);
   /* Data often arrives with the connection (TCP_DEFER_ACCEPT-like): try
    * now rather than waiting for another epoll round. */
-  on_readable(c);
+  return on_readable(c);
+fail:
+  close(fd);
+  free(x);
+  free(c);
 }
 
 /* A consumer too slow for its queue is dropped, reported as 1008 (policy):
@@ -997,7 +1119,7 @@ void dx__conn_accept(dx__sloop *sl, int fd, const struct sockaddr_storage *ss) {
 static void drop_slow(dx_conn *c) {
   DX__INC(c->sl, closed_slow, 1);
   c->close_code = DX_CLOSE_POLICY;
-  dx__log(c->sl->srv, "slow", c, c->route->path, 0, 1008,
+  dx__log(c->sl->srv, "slow", c, route_of(c)->path, 0, 1008,
           "output hard limit exceeded");
   dx__conn_destroy(c);
 }
@@ -1006,15 +1128,15 @@ static void drop_slow(dx_conn *c) {
  * ---------------------------------------------------- */
 
 int dx_conn_send(dx_conn *c, dx_opcode op, const void *data, size_t len) {
-  if (c->dead || !c->ws) return DX_ECLOSED;
-  if (dx_ws_buffered(c->ws) > cfg_of(c)->write_hard) {
+  if (c->dead || !c->is_ws) return DX_ECLOSED;
+  if (dx_ws_buffered(ws_of(c)) > cfg_of(c)->write_hard) {
     /* Queueing more behind a backlog past the hard limit would grow memory
      * without bound: drop the consumer. (A single message larger than the
      * limit is fine on a queue that keeps draining.) */
     drop_slow(c);
     return DX_ECLOSED;
   }
-  int rc = dx_ws_send(c->ws, op, data, len);
+  int rc = dx_ws_send(ws_of(c), op, data, len);
   if (rc) return rc;
   DX__INC(c->sl, messages_out, 1);
   dx__conn_mark_dirty(c);
@@ -1022,12 +1144,12 @@ int dx_conn_send(dx_conn *c, dx_opcode op, const void *data, size_t len) {
 }
 
 int dx_conn_send_frame(dx_conn *c, const void *frame, size_t len) {
-  if (c->dead || !c->ws) return DX_ECLOSED;
-  if (dx_ws_buffered(c->ws) > cfg_of(c)->write_hard) {
+  if (c->dead || !c->is_ws) return DX_ECLOSED;
+  if (dx_ws_buffered(ws_of(c)) > cfg_of(c)->write_hard) {
     drop_slow(c);
     return DX_ECLOSED;
   }
-  int rc = dx_ws_send_raw(c->ws, frame, len);
+  int rc = dx_ws_send_raw(ws_of(c), frame, len);
   if (rc) return rc;
   DX__INC(c->sl, messages_out, 1);
   dx__conn_mark_dirty(c);
@@ -1039,7 +1161,7 @@ int dx_conn_loop(const dx_conn *c) {
 }
 
 size_t dx_conn_flush(dx_conn *c) {
-  if (c->dead || !c->ws) return 0;
+  if (c->dead || !c->is_ws) return 0;
   if (write_ws(c) < 0) {
     dx__conn_destroy(c);
     return 0;
@@ -1048,30 +1170,30 @@ size_t dx_conn_flush(dx_conn *c) {
 }
 
 void dx_conn_want_drain(dx_conn *c) {
-  if (c->dead || !c->ws) return;
+  if (c->dead || !c->is_ws) return;
   c->high = true;
   dx__conn_mark_dirty(c); /* the next flush checks the watermark */
 }
 
 int dx_conn_ping(dx_conn *c, const void *data, size_t len) {
-  if (c->dead || !c->ws) return DX_ECLOSED;
-  int rc = dx_ws_ping(c->ws, data, len);
+  if (c->dead || !c->is_ws) return DX_ECLOSED;
+  int rc = dx_ws_ping(ws_of(c), data, len);
   if (!rc) dx__conn_mark_dirty(c);
   return rc;
 }
 
 int dx_conn_close(dx_conn *c, uint16_t code, const char *reason) {
-  if (c->dead || !c->ws) return DX_ECLOSED;
-  int rc = dx_ws_close(c->ws, code, reason, reason ? strlen(reason) : 0);
+  if (c->dead || !c->is_ws) return DX_ECLOSED;
+  int rc = dx_ws_close(ws_of(c), code, reason, reason ? strlen(reason) : 0);
   if (rc) return rc;
-  if (!c->t_close) c->t_close = dx__sl_now(c->sl);
+  if (!c->t_mark) c->t_mark = dx__sl_now(c->sl);
   if (!c->close_code) c->close_code = code;
   dx__conn_mark_dirty(c);
   return 0;
 }
 
 const char *dx_conn_subprotocol(const dx_conn *c) {
-  return c->subprotocol;
+  return c->subproto ? route_of(c)->r.subprotocols[c->subproto - 1] : NULL;
 }
 
 /* ---- timeouts
@@ -1082,27 +1204,26 @@ static bool expired(uint32_t now, uint32_t since, unsigned ms) {
 }
 
 static void sweep_ws(dx_conn *c, uint32_t now, const dx_server_config *cfg) {
-  if (c->t_close && expired(now, c->t_close, cfg->close_timeout_ms))
+  if (c->t_mark && expired(now, c->t_mark, cfg->close_timeout_ms))
     return dx__conn_destroy(c);
   if (c->t_stall && expired(now, c->t_stall, cfg->write_stall_ms)) {
     DX__INC(c->sl, closed_slow, 1);
     c->close_code = DX_CLOSE_POLICY;
     return dx__conn_destroy(c);
   }
-  if (dx_ws_state(c->ws) != DX_OPEN) return;
+  if (dx_ws_state(ws_of(c)) != DX_OPEN) return;
   /* Quiet since the last tick: give back the kept output buffer. */
-  if (!c->dirty) dx_ws_trim(c->ws);
+  if (!c->dirty) dx_ws_trim(ws_of(c));
   if (c->pinging && expired(now, c->t_ping, cfg->pong_timeout_ms)) {
     /* A peer that cannot answer a ping in time is presumed dead. */
     DX__INC(c->sl, closed_ping, 1);
-    dx__log(c->sl->srv, "timeout", c, c->route->path, 0, 1006, "no pong");
+    dx__log(c->sl->srv, "timeout", c, route_of(c)->path, 0, 1006, "no pong");
     return dx__conn_destroy(c);
   }
   if (cfg->ping_interval_ms != (unsigned)-1 && !c->pinging &&
-      now >= c->t_next_ping) {
+      now - c->t_ping >= cfg->ping_interval_ms) {
     c->pinging = true;
     c->t_ping = now;
-    c->t_next_ping = now + cfg->ping_interval_ms;
     dx_conn_ping(c, NULL, 0);
   }
   if (cfg->idle_timeout_ms && expired(now, c->t_last_in, cfg->idle_timeout_ms))
@@ -1112,16 +1233,21 @@ static void sweep_ws(dx_conn *c, uint32_t now, const dx_server_config *cfg) {
 void dx__conn_sweep(dx__sloop *sl) {
   const dx_server_config *cfg = &sl->srv->cfg;
   uint32_t now = dx__sl_now(sl);
-  dx_conn *next;
-  for (dx_conn *c = sl->conns; c; c = next) {
-    next = c->next;
+  for (uint32_t i = 0; i < dx__sl_nslots(sl); i++) {
+    dx_conn *c = dx__sl_slot(sl, i);
+    if (c && c->zombie) {
+      conn_free(c);
+      continue;
+    }
+    if (!c || c->dead) continue;
     switch (c->phase) {
     case DX__HTTP:
       /* An absolute deadline from accept: trickled bytes do not extend it
        * (slowloris). Later keep-alive requests get the idle timeout. */
-      if (c->first_request ? expired(now, c->t_start, cfg->handshake_timeout_ms)
-                           : expired(now, c->t_start, cfg->http_idle_ms)) {
-        if (c->first_request) {
+      if (c->x->first_request
+              ? expired(now, c->t_mark, cfg->handshake_timeout_ms)
+              : expired(now, c->t_mark, cfg->http_idle_ms)) {
+        if (c->x->first_request) {
           DX__INC(sl, closed_handshake_timeout, 1);
           dx__log(sl->srv, "timeout", c, NULL, 408, 0, "handshake timeout");
         }
@@ -1136,7 +1262,7 @@ void dx__conn_sweep(dx__sloop *sl) {
       sweep_ws(c, now, cfg);
       break;
     case DX__LINGER:
-      if (expired(now, c->t_close, cfg->close_timeout_ms)) dx__conn_destroy(c);
+      if (expired(now, c->t_mark, cfg->close_timeout_ms)) dx__conn_destroy(c);
       break;
     }
   }
@@ -1145,9 +1271,9 @@ void dx__conn_sweep(dx__sloop *sl) {
 void dx__conn_shutdown_all(dx__sloop *sl) {
   const dx_server_config *cfg = &sl->srv->cfg;
   bool final = sl->stopping && dx_loop_now(sl->loop) >= sl->stop_deadline;
-  dx_conn *next;
-  for (dx_conn *c = sl->conns; c; c = next) {
-    next = c->next;
+  for (uint32_t i = 0; i < dx__sl_nslots(sl); i++) {
+    dx_conn *c = dx__sl_slot(sl, i);
+    if (!c || c->dead) continue;
     if (final || c->phase != DX__WS) {
       dx__conn_destroy(c);
       continue;

@@ -140,6 +140,6 @@ bool dx__forwarded_apply(dx_conn *c, const dx_http_request *req,
 void dx__forwarded_restore(dx_conn *c, const uint8_t hop[16]) {
   /* A WebSocket, or a rejected upgrade holding a per-IP count, keeps the
    * client address: the count is released under it. */
-  if (c->ws || c->counted_ip) return;
+  if (c->is_ws || c->counted_ip) return;
   memcpy(c->addr, hop, 16);
 }

@@ -48,55 +48,72 @@ enum dx__phase {
   DX__LINGER    /* our side is done: FIN sent, draining until EOF */
 };
 
-struct dx_conn {
-  dx_io io;
-  dx__sloop *sl;
-  dx_conn *prev, *next; /* every connection of the loop */
-  dx_conn *dirty_next;  /* pending flush this iteration */
-  dx__route *route;
-  dx_ws *ws;
-  struct dx_tls *tls;      /* NULL for plain TCP */
-  const char *subprotocol; /* chosen, owned by the route policy */
-  uint8_t *head;           /* unparsed request bytes, only while partial */
+/* What only the HTTP phase needs (request bytes, the response, a file
+ * body), and the TLS state. Allocated at accept; freed at the 101 unless
+ * the connection is TLS, so a plain idle WebSocket carries none of it. */
+struct dx__conn_x {
+  struct dx_tls *tls; /* NULL for plain TCP */
+  uint8_t *head;      /* unparsed request bytes, only while partial */
   uint32_t head_len, head_cap;
   uint8_t *out; /* HTTP response head (not WebSocket output) */
   uint32_t out_len, out_off;
+  uint32_t need; /* bytes of head + body awaited; 0: just a head */
   int file_fd;
-  uint32_t slot;
-  uint32_t user_room;
-  uint32_t need;
-      /* bytes of head + body awaited; 0: just a head */ /* bytes reserved for
-                                                            user data before the
-                                                            engine */
   uint64_t file_off, file_left;
-  uint64_t id;
-  /* Milliseconds since the loop started. */
-  uint32_t t_start; /* accept, or end of the last HTTP response */
-  uint32_t t_ping;  /* ping sent, awaiting pong */
-  uint32_t t_next_ping;
+  bool keep_alive;
+  bool first_request;
+};
+
+/*
+ * One per connection, followed in the same block by the engine (at
+ * (dx_ws *)(c + 1), once a WebSocket) and then the routes' user data.
+ * Every byte here is paid by every idle connection: 88 bytes on LP64,
+ * with the 80-byte engine one 176-byte malloc chunk. The id is derived
+ * (loop, gen, slot); connections are found through the loop's slot table,
+ * not a list; times are 32-bit ms since the loop started (+1, 0: unset).
+ */
+struct dx_conn {
+  dx_io io;
+  dx__sloop *sl;
+  struct dx__conn_x *x; /* HTTP phase and TLS; NULL otherwise */
+  uint32_t slot;
+  uint32_t gen; /* of the slot, part of the id */
+  /* HTTP: accept, or end of the last response (deadlines). Closing (WS
+   * close or linger): when it started. 0 in an open WebSocket. */
+  uint32_t t_mark;
+  uint32_t t_ping; /* last ping sent (or the open): the next is due an
+                      interval later; while pinging, the pong deadline runs */
   uint32_t t_last_in;
   uint32_t t_stall;    /* output stuck since; 0: not stuck */
-  uint32_t t_close;    /* closing started */
   uint16_t close_code; /* for on_close */
-  uint8_t phase;
-  uint8_t family;
+  uint16_t route;      /* index in srv->routes, once a WebSocket */
+  uint8_t subproto;    /* 1 + index of the chosen subprotocol; 0: none */
   uint8_t addr[16];
+  uint8_t phase : 2; /* enum dx__phase */
   bool dirty : 1;
-  bool keep_alive : 1;
   bool opened : 1; /* on_open ran; on_close is owed */
   bool pinging : 1;
   bool high : 1; /* above the high watermark */
   bool dead : 1;
   bool counted_ip : 1;
   bool read_paused : 1;
-  bool first_request : 1;
   bool deflate_charged : 1;
-  bool fresh : 1; /* upgraded; trim the output once the 101 is out */
-  bool awaiting : 1; /* a deferred HTTP answer (dx_http_defer) is owed */
+  bool fresh : 1;      /* upgraded; trim the output once the 101 is out */
+  bool is_ws : 1;      /* the engine after the block is initialised */
+  bool zombie : 1;     /* dead, and its deferred free could not be queued */
+  bool awaiting : 1;   /* a deferred HTTP answer (dx_http_defer) is owed */
   bool proxy_wait : 1; /* PROXY protocol on: the header is not read yet */
-  /* user data follows, aligned */
-  _Alignas(16) unsigned char user[];
 };
+
+/* The slot table: pages of slot entries, each either a connection pointer
+ * or, when free, (gen << 32 | next free slot + 1 << 1 | 1). Pages, not one
+ * array, so it grows without copying and never much past what is used. */
+#define DX__SLOT_PAGE_SHIFT 10
+#define DX__SLOT_PAGE ((uint32_t)1 << DX__SLOT_PAGE_SHIFT)
+
+static inline dx_conn *dx__slot_conn(uint64_t e) {
+  return (e & 1) ? NULL : (dx_conn *)(uintptr_t)e;
+}
 
 struct dx__sloop {
   dx_server *srv;
@@ -113,15 +130,19 @@ struct dx__sloop {
    * never be shared between loops. */
   dx_ws_config *ws_cfgs;
   dx_timer sweep;
-  dx_conn *conns;
-  dx_conn *dirty;
+  dx__route *routes; /* srv->routes, one load closer */
   size_t nconns;
   /* id -> connection: slot index plus a generation, so a stale id from
-   * another thread never reaches a reused slot. */
-  dx_conn **slots;
-  uint32_t *gens;
-  uint32_t *free_slots;
-  uint32_t nslots, nfree;
+   * another thread never reaches a reused slot. A slot is released only
+   * when its connection is freed (after the iteration), so slot indexes
+   * stay valid for the whole iteration. */
+  uint64_t **slot_pages; /* 64-bit entries on every platform */
+  uint32_t npages;
+  uint32_t free_head; /* slot + 1 of the first free slot; 0: none */
+  /* Connections to flush this iteration, as slot indexes (a stack); room
+   * for every slot, so marking one dirty never fails. */
+  uint32_t *dirty;
+  uint32_t ndirty;
   uint64_t t0; /* dx_loop_now at creation */
   bool stopping;
   uint64_t stop_deadline;
@@ -163,6 +184,7 @@ void dx__conn_flush_all(void *sl);
 void dx__conn_sweep(dx__sloop *sl);
 void dx__conn_shutdown_all(dx__sloop *sl);
 void dx__conn_destroy(dx_conn *c);
+void dx__conn_free_zombies(dx__sloop *sl);
 uint32_t dx__sl_now(const dx__sloop *sl);
 void dx__conn_mark_dirty(dx_conn *c);
 
@@ -185,6 +207,11 @@ struct dx_tls *dx__server_tls_new(dx_server *srv);
 dx_conn *dx__sl_lookup(dx__sloop *sl, uint64_t id);
 int dx__sl_register(dx__sloop *sl, dx_conn *c);
 void dx__sl_unregister(dx__sloop *sl, dx_conn *c);
+uint32_t dx__sl_nslots(const dx__sloop *sl);
+static inline dx_conn *dx__sl_slot(const dx__sloop *sl, uint32_t slot) {
+  return dx__slot_conn(
+      sl->slot_pages[slot >> DX__SLOT_PAGE_SHIFT][slot & (DX__SLOT_PAGE - 1)]);
+}
 bool dx__ip_acquire(dx_server *srv, const dx_conn *c);
 void dx__ip_release(dx_server *srv, const dx_conn *c);
 void dx__log(dx_server *srv, const char *event, const dx_conn *c,

@@ -73,6 +73,11 @@ int dx_server_route(dx_server *srv, const dx_route *route) {
   if (!route || !route->path || route->path[0] != '/') return DX_EINVAL;
   for (size_t i = 0; i < srv->nroutes; i++)
     if (strcmp(srv->routes[i].path, route->path) == 0) return DX_EINVAL;
+  /* A connection keeps its route and subprotocol as small indexes. */
+  size_t np = 0;
+  for (const char *const *p = route->subprotocols; p && *p; p++)
+    np++;
+  if (np > 254 || srv->nroutes >= 65535) return DX_EINVAL;
   dx__route *r = realloc(srv->routes, (srv->nroutes + 1) * sizeof *r);
   if (!r) return DX_ENOMEM;
   srv->routes = r;
@@ -118,44 +123,63 @@ int dx_server_post(dx_server *srv, int index, void (*fn)(void *), void *arg) {
 /* ---- connection ids ------------------------------------------------------ */
 
 /* id = loop (8 bits) | generation (32 bits) | slot (24 bits). */
-int dx__sl_register(dx__sloop *sl, dx_conn *c) {
-  if (sl->nfree == 0) {
-    uint32_t n = sl->nslots ? sl->nslots * 2 : 1024;
-    if (n > (1u << 24)) return DX_ENOMEM;
-    dx_conn **s = realloc(sl->slots, n * sizeof *s);
-    if (!s) return DX_ENOMEM;
-    sl->slots = s;
-    uint32_t *g = realloc(sl->gens, n * sizeof *g);
-    if (!g) return DX_ENOMEM;
-    sl->gens = g;
-    uint32_t *f = realloc(sl->free_slots, n * sizeof *f);
-    if (!f) return DX_ENOMEM;
-    sl->free_slots = f;
-    for (uint32_t i = n; i > sl->nslots; i--) {
-      s[i - 1] = NULL;
-      g[i - 1] = 1;
-      f[sl->nfree++] = i - 1;
-    }
-    sl->nslots = n;
+static int add_slot_page(dx__sloop *sl) {
+  uint32_t base = sl->npages << DX__SLOT_PAGE_SHIFT;
+  if (base + DX__SLOT_PAGE > (1u << 24)) return DX_ENOMEM;
+  uint64_t **dir = realloc(sl->slot_pages, (sl->npages + 1) * sizeof *dir);
+  if (!dir) return DX_ENOMEM;
+  sl->slot_pages = dir;
+  uint32_t *dirty =
+      realloc(sl->dirty, (size_t)(base + DX__SLOT_PAGE) * sizeof *dirty);
+  if (!dirty) return DX_ENOMEM;
+  sl->dirty = dirty;
+  uint64_t *page = malloc(DX__SLOT_PAGE * sizeof *page);
+  if (!page) return DX_ENOMEM;
+  /* Free entries chained in index order, generation 1. */
+  for (uint32_t i = 0; i < DX__SLOT_PAGE; i++) {
+    uint32_t next = i + 1 < DX__SLOT_PAGE ? base + i + 2 : sl->free_head;
+    page[i] = (uint64_t)1 << 32 | (uint64_t)next << 1 | 1;
   }
-  uint32_t slot = sl->free_slots[--sl->nfree];
-  sl->slots[slot] = c;
+  sl->free_head = base + 1;
+  dir[sl->npages++] = page;
+  return 0;
+}
+
+static uint64_t *slot_entry(dx__sloop *sl, uint32_t slot) {
+  return &sl->slot_pages[slot >> DX__SLOT_PAGE_SHIFT]
+                        [slot & (DX__SLOT_PAGE - 1)];
+}
+
+int dx__sl_register(dx__sloop *sl, dx_conn *c) {
+  if (!sl->free_head) {
+    int rc = add_slot_page(sl);
+    if (rc) return rc;
+  }
+  uint32_t slot = sl->free_head - 1;
+  uint64_t *e = slot_entry(sl, slot);
+  sl->free_head = (uint32_t)(*e & 0xffffffffu) >> 1;
+  c->gen = (uint32_t)(*e >> 32);
   c->slot = slot;
-  c->id = (uint64_t)sl->index << 56 | (uint64_t)sl->gens[slot] << 24 | slot;
+  *e = (uint64_t)(uintptr_t)c;
   return 0;
 }
 
 void dx__sl_unregister(dx__sloop *sl, dx_conn *c) {
-  sl->slots[c->slot] = NULL;
-  sl->gens[c->slot]++;
-  sl->free_slots[sl->nfree++] = c->slot;
+  uint64_t *e = slot_entry(sl, c->slot);
+  *e = (uint64_t)(c->gen + 1) << 32 | (uint64_t)sl->free_head << 1 | 1;
+  sl->free_head = c->slot + 1;
+}
+
+uint32_t dx__sl_nslots(const dx__sloop *sl) {
+  return sl->npages << DX__SLOT_PAGE_SHIFT;
 }
 
 dx_conn *dx__sl_lookup(dx__sloop *sl, uint64_t id) {
   uint32_t slot = id & 0xffffff;
   uint32_t gen = (uint32_t)(id >> 24);
-  if (slot >= sl->nslots || sl->gens[slot] != gen) return NULL;
-  return sl->slots[slot];
+  if (slot >= dx__sl_nslots(sl)) return NULL;
+  dx_conn *c = dx__sl_slot(sl, slot);
+  return c && c->gen == gen && !c->dead ? c : NULL;
 }
 
 /* ---- per-IP quota ----------------------------------------------------------
@@ -225,7 +249,7 @@ void dx__log(dx_server *srv, const char *event, const dx_conn *c,
              const char *path, int status, int code, const char *detail) {
   if (!srv->cfg.log) return;
   dx_log_record r = {.event = event,
-                     .conn = c ? c->id : 0,
+                     .conn = c ? dx_conn_id(c) : 0,
                      .peer = c ? dx_conn_peer(c) : NULL,
                      .path = path,
                      .status = status,
@@ -329,6 +353,7 @@ static int loop_init(dx_server *srv, dx__sloop *sl, int index) {
   sl->listen_fd = -1;
   if (!(sl->loop = dx_loop_new(NULL))) return -errno;
   sl->alloc = dx_loop_allocator(sl->loop);
+  sl->routes = srv->routes;
   sl->ws_cfgs = calloc(srv->nroutes ? srv->nroutes : 1, sizeof *sl->ws_cfgs);
   if (!sl->ws_cfgs) return DX_ENOMEM;
   for (size_t i = 0; i < srv->nroutes; i++) {
@@ -479,15 +504,19 @@ void dx_server_free(dx_server *srv) {
   for (int i = 0; i < srv->nloops; i++) {
     dx__sloop *sl = &srv->loops[i];
     if (!sl->loop) continue;
-    while (sl->conns)
-      dx__conn_destroy(sl->conns);
+    for (uint32_t k = 0; k < dx__sl_nslots(sl); k++) {
+      dx_conn *c = dx__sl_slot(sl, k);
+      if (c && !c->dead) dx__conn_destroy(c);
+    }
     dx_loop_run_once(sl->loop, 0); /* run deferred frees */
+    dx__conn_free_zombies(sl);
     if (sl->listen_fd >= 0) close(sl->listen_fd);
     dx_loop_free(sl->loop);
     free(sl->ws_cfgs);
-    free(sl->slots);
-    free(sl->gens);
-    free(sl->free_slots);
+    for (uint32_t k = 0; k < sl->npages; k++)
+      free(sl->slot_pages[k]);
+    free(sl->slot_pages);
+    free(sl->dirty);
   }
   free(srv->loops);
   for (size_t i = 0; i < srv->nroutes; i++)

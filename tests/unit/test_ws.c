@@ -529,6 +529,81 @@ static void test_round_trips(void) {
   }
 }
 
+/* The short-payload paths (fast lane unmasking, the server's copying send)
+ * work in 16/8/4/2/1-byte steps with an overlapping 16-byte tail: every
+ * length up to 125, and a non-ASCII byte at every position of each. */
+static int one_frame(dx_ws *from, dx_ws *to, dx_opcode op, const uint8_t *m,
+                     size_t n, dx_ws_event *ev) {
+  int rc = dx_ws_send(from, op, m, n);
+  if (rc) return rc;
+  const uint8_t *o;
+  size_t len = dx_ws_output(from, &o);
+  static uint8_t buf[256];
+  memcpy(buf, o, len); /* the receiver unmasks in place */
+  dx_ws_consume(from, len);
+  dx_ws_feed(to, buf, len);
+  rc = dx_ws_next(to, ev);
+  if (rc == 1 && (ev->len != n || (n && memcmp(ev->data, m, n))))
+    return -9999;
+  return rc;
+}
+
+static void test_short_payloads(void) {
+  dx_ws_config ccfg = {.role = DX_ROLE_CLIENT};
+  dx_ws_config scfg = {.role = DX_ROLE_SERVER};
+  uint8_t m[125];
+  dx_ws_event ev;
+  for (size_t n = 0; n <= 125; n++) {
+    for (size_t i = 0; i < n; i++) m[i] = (uint8_t)(' ' + (i * 7 + n) % 90);
+    dx_ws *c = dx_ws_new(&ccfg), *s = dx_ws_new(&scfg);
+    dx_ws_open(c, NULL);
+    dx_ws_open(s, NULL);
+    /* Binary with every byte value class, both ways. */
+    uint8_t b[125];
+    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(i * 97 + n * 13);
+    if (one_frame(c, s, DX_OP_BINARY, b, n, &ev) != 1 ||
+        one_frame(s, c, DX_OP_BINARY, b, n, &ev) != 1 ||
+        one_frame(c, s, DX_OP_TEXT, m, n, &ev) != 1 ||
+        one_frame(s, c, DX_OP_TEXT, m, n, &ev) != 1)
+      CHECK__FAIL("length %zu", n);
+    for (size_t j = 0; j < n; j++) {
+      /* A lone continuation byte at j: invalid, whichever step holds it. */
+      uint8_t bad[125];
+      memcpy(bad, m, n);
+      bad[j] = 0x80;
+      if (dx_ws_send(s, DX_OP_TEXT, bad, n) != DX_EUTF8 ||
+          dx_ws_buffered(s) != 0)
+        CHECK__FAIL("server sent invalid text, length %zu at %zu", n, j);
+      /* Valid two-byte UTF-8 at j: delivered exactly. */
+      if (j + 1 < n) {
+        uint8_t good[125];
+        memcpy(good, m, n);
+        good[j] = 0xc3;
+        good[j + 1] = 0xa9;
+        if (one_frame(c, s, DX_OP_TEXT, good, n, &ev) != 1 ||
+            one_frame(s, c, DX_OP_TEXT, good, n, &ev) != 1)
+          CHECK__FAIL("valid text, length %zu at %zu", n, j);
+      }
+    }
+    /* Last: invalid text from the client fails the server's engine. */
+    if (n) {
+      uint8_t bad[125];
+      memcpy(bad, m, n);
+      bad[n - 1] = 0xff;
+      CHECK_INT(one_frame(c, s, DX_OP_BINARY, bad, n, &ev), 1);
+      dx_ws_config trust = {.role = DX_ROLE_CLIENT,
+                            .flags = DX_WS_TRUST_OUTGOING_TEXT};
+      dx_ws *t = dx_ws_new(&trust);
+      dx_ws_open(t, NULL);
+      CHECK_INT(one_frame(t, s, DX_OP_TEXT, bad, n, &ev), DX_EUTF8);
+      dx_ws_free(t);
+    }
+    dx_ws_free(c);
+    dx_ws_free(s);
+    if (check__cur_failed) return;
+  }
+}
+
 static void test_fragmented_send(void) {
   dx_ws_config ccfg = {.role = DX_ROLE_CLIENT};
   dx_ws_config scfg = {.role = DX_ROLE_SERVER};
@@ -692,6 +767,7 @@ int main(void) {
   RUN(test_limit_before_allocation);
   RUN(test_no_allocation_when_whole);
   RUN(test_round_trips);
+  RUN(test_short_payloads);
   RUN(test_fragmented_send);
   RUN(test_rfc7692_examples);
   RUN(test_deflate_bomb);
