@@ -9,32 +9,14 @@
 #include <duplex/server.h>
 
 #include "check.h"
+#include "guard.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-static uint8_t *guard_base;
-static size_t page;
-
-/* Copies p so that it ends exactly at a PROT_NONE page. */
-static const uint8_t *guarded(const void *p, size_t n) {
-  if (!guard_base) {
-    page = (size_t)sysconf(_SC_PAGESIZE);
-    guard_base = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (guard_base == MAP_FAILED) abort();
-    if (mprotect(guard_base + 3 * page, page, PROT_NONE) != 0) abort();
-  }
-  if (n > 3 * page) abort();
-  uint8_t *q = guard_base + 3 * page - n;
-  memcpy(q, p, n);
-  return q;
-}
 
 static const char *fmt(const dx_ip *ip) {
   static char buf[46];

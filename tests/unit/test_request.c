@@ -8,27 +8,7 @@
 #include <duplex/http.h>
 
 #include "check.h"
-
-#include <sys/mman.h>
-#include <unistd.h>
-
-static char *guard_base;
-static size_t page;
-
-/* Copies s so that it ends exactly at a PROT_NONE page. */
-static const char *guarded(const char *s, size_t n) {
-  if (!guard_base) {
-    page = (size_t)sysconf(_SC_PAGESIZE);
-    guard_base = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (guard_base == MAP_FAILED) abort();
-    if (mprotect(guard_base + 3 * page, page, PROT_NONE) != 0) abort();
-  }
-  if (n > 3 * page) abort();
-  char *p = guard_base + 3 * page - n;
-  memcpy(p, s, n);
-  return p;
-}
+#include "guard.h"
 
 static dx_header hdrs[32];
 static dx_http_request req;
