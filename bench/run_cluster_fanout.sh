@@ -62,71 +62,18 @@ DUPLEX=$BUILD/src/app/duplex
 TMP=$(mktemp -d /tmp/run_cluster_fanout.XXXXXX)
 PIDS=()
 
-say() { printf '%s\n' "$*" >&2; }
-
-stop_pid() { # pid [signal]: the signal, then SIGKILL after 3 s
-  local i
-  kill -"${2:-TERM}" "$1" 2>/dev/null
-  for ((i = 0; i < 30; i++)); do
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$1" 2>/dev/null
-  wait "$1" 2>/dev/null
-}
-
-cleanup() {
-  local i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() {
-  local p keep=()
-  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-stop() { # pid
-  stop_pid "$1" TERM
-  forget_pid "$1"
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+trap_cleanup
 
 # ---- build ------------------------------------------------------------------
 
 build() {
-  say "== building (Release) in $BUILD"
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDX_TESTS=OFF \
-    >"$TMP/cmake.log" 2>&1 || { cat "$TMP/cmake.log" >&2; exit 1; }
-  cmake --build "$BUILD" --parallel 2 --target fanout \
-    >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
-  if ! cmake --build "$BUILD" --parallel 2 --target duplex_cli \
-    >"$TMP/build-duplex.log" 2>&1; then
-    say "   duplex did not build: nothing to measure (log below)"
-    tail -15 "$TMP/build-duplex.log" >&2
-    exit 1
-  fi
+  build_release fanout
+  build_duplex "nothing to measure" || exit 1
 }
 
 # ---- processes --------------------------------------------------------------
-
-listening() { # port: something listens on 127.0.0.1:port (/proc/net/tcp)
-  grep -q " 0100007F:$(printf %04X "$1") 00000000:0000 0A " /proc/net/tcp
-}
-
-wait_listening() { # pid port log name
-  local i
-  for ((i = 0; i < 100; i++)); do
-    listening "$2" && return 0
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.1
-  done
-  say "   $4 did not start listening on port $2:"
-  tail -5 "$3" >&2
-  return 1
-}
 
 # start_node port cpus log [extra args...] -> sets SPID
 start_node() {
@@ -165,24 +112,9 @@ start_redis() { # -> sets RPID, RPORT
 
 rcli() { redis-cli -h 127.0.0.1 -p "$RPORT" "$@"; }
 
-field() { # "result: k=v ..." key
-  local kv
-  for kv in $1; do
-    [[ $kv == "$2="* ]] && { printf '%s\n' "${kv#*=}"; return; }
-  done
-}
-
-# Runs the load tool on its core (in the background and waited for, so
-# that a signal to this script is handled at once).
-tool() {
-  taskset -c $TOOL_CPU "$FANOUT" "$@" &
-  local tpid=$! rc
-  PIDS+=("$tpid")
-  wait "$tpid"
-  rc=$?
-  forget_pid "$tpid"
-  return $rc
-}
+# Runs the load tool on its core (run_waited: a signal to this script is
+# handled at once).
+tool() { run_waited taskset -c $TOOL_CPU "$FANOUT" "$@"; }
 
 calc() { awk "BEGIN { $1 }"; }
 
@@ -334,17 +266,10 @@ measure_sweep() { # threads
 
 # ---- report -----------------------------------------------------------------
 
-ratio() { # a b -> a/b with two decimals, or n/a
-  [[ -n $1 && -n $2 ]] || { printf 'n/a'; return; }
-  calc "if ($2 + 0 == 0) print \"n/a\"; else printf \"%.2f\", $1 / $2"
-}
-
-label() { printf '%s/s x%s' "${1%%:*}" "${1#*:}"; }
-
 report() {
   local l h cpu
   l=$(label "$LOW") h=$(label "$HIGH")
-  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+  cpu=$(cpu_model)
   echo
   echo "Redis fan-out benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores ($cpu)," \
     "Linux $(uname -r), redis ${R[redis,version]:--}, load average at start $LOAD_START"
@@ -431,18 +356,13 @@ report() {
 
 main() {
   build
-  local want=$((CONNS + 256)) hard
-  ulimit -n 65536 2>/dev/null || {
-    hard=$(ulimit -Hn)
-    [[ $hard == unlimited ]] || ulimit -n "$hard"
-  }
-  if (($(ulimit -n) < want)); then
-    say "== ulimit -n is $(ulimit -n): $(($(ulimit -n) - 256)) subscribers instead of $CONNS"
-    CONNS=$(($(ulimit -n) - 256))
+  if ! fd_fit "$CONNS"; then
+    say "== ulimit -n is $(ulimit -n): $FD_FIT subscribers instead of $CONNS"
+    CONNS=$FD_FIT
   fi
   CONNS=$((CONNS / 2 * 2)) # two nodes, the same share each
   command -v taskset >/dev/null || { say "taskset (util-linux) is missing"; exit 1; }
-  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  LOAD_START=$(load_avg)
   say "== $CONNS subscribers; phases $(label "$LOW") then $(label "$HIGH")"
   local s t
   for s in $SETUPS; do

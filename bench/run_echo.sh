@@ -44,8 +44,11 @@ WS_JS=$ROOT/bench/echo/ws_echo.js
 TMP=$(mktemp -d /tmp/run_echo.XXXXXX)
 PIDS=()
 
-say() { printf '%s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
+# Not lib.sh's cleanup: every process is signalled at once, then waited for
+# (no SIGKILL).
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do
@@ -56,36 +59,17 @@ cleanup() {
   done
   rm -rf "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() {
-  local p keep=()
-  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
+trap_cleanup
 
 # ---- build ------------------------------------------------------------------
 
 build() {
-  say "== building (Release) in $BUILD"
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDX_TESTS=OFF \
-    >"$TMP/cmake.log" 2>&1 || { cat "$TMP/cmake.log" >&2; exit 1; }
-  cmake --build "$BUILD" --parallel 2 --target echo_loadgen echo_lws \
-    >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
-  if [[ " $SERVERS " == *" duplex "* ]] &&
-     ! cmake --build "$BUILD" --parallel 2 --target duplex_cli \
-       >"$TMP/build-duplex.log" 2>&1; then
-    say "   duplex did not build: its column stays empty (log below)"
-    tail -15 "$TMP/build-duplex.log" >&2
+  build_release echo_loadgen echo_lws
+  if [[ " $SERVERS " == *" duplex "* ]]; then
+    build_duplex "its column stays empty"
   fi
   if [[ " $SERVERS " == *" ws "* ]]; then
-    if ! command -v node >/dev/null; then
-      say "   node is missing: ws skipped"
-    elif [[ ! -d $ROOT/bench/echo/node_modules/ws ]]; then
-      (cd "$ROOT/bench/echo" && npm ci --no-audit --no-fund >&2) ||
-        say "   npm ci failed: ws skipped"
-    fi
+    node_deps "$ROOT/bench/echo" ws ws
   fi
 }
 
@@ -110,12 +94,6 @@ server_cmd() { # name port -> the command line, one word per line
 
 # ---- processes --------------------------------------------------------------
 
-# True once something listens on 127.0.0.1:port (read from /proc/net/tcp,
-# so no probe connection disturbs the server or its instruction count).
-listening() {
-  grep -q " 0100007F:$(printf %04X "$1") 00000000:0000 0A " /proc/net/tcp
-}
-
 # start_server name port log [wrapper words...] -> sets SPID
 start_server() {
   local name=$1 port=$2 log=$3
@@ -125,14 +103,7 @@ start_server() {
   taskset -c $SERVER_CPU "$@" "${cmd[@]}" >"$log" 2>&1 &
   SPID=$!
   PIDS+=("$SPID")
-  local limit=$((${WAIT_LISTEN:-10} * 10)) i
-  for ((i = 0; i < limit; i++)); do
-    listening "$port" && return 0
-    kill -0 "$SPID" 2>/dev/null || break
-    sleep 0.1
-  done
-  say "   $name did not start listening on port $port:"
-  tail -5 "$log" >&2
+  wait_listening "$SPID" "$port" "$log" "$name" "${WAIT_LISTEN:-10}" && return 0
   stop_server "$SPID" TERM
   return 1
 }
@@ -152,13 +123,6 @@ loadgen() { # args... ; prints the "result:" line, or nothing on failure
     return 1
   fi
   grep '^result:' <<<"$out"
-}
-
-field() { # "result: k=v ..." key
-  local kv
-  for kv in $1; do
-    [[ $kv == "$2="* ]] && { printf '%s\n' "${kv#*=}"; return; }
-  done
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
@@ -292,11 +256,6 @@ instructions() {
 
 # ---- report -----------------------------------------------------------------
 
-ratio() { # a b -> a/b with two decimals, or n/a
-  [[ -n $1 && -n $2 ]] || { printf 'n/a'; return; }
-  awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
-}
-
 report() {
   local -a rows=(
     "c100k1.rate|100x32B k=1    msg/s"
@@ -320,7 +279,7 @@ report() {
   local row key label d l w s
   echo
   local cpu load
-  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+  cpu=$(cpu_model)
   load=$LOAD_START
   echo "echo benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores ($cpu)," \
        "Linux $(uname -r), load average at start $load$([[ $RT == 1 ]] && echo ', RT=1')"
@@ -357,14 +316,9 @@ report() {
 
 main() {
   build
-  local want=$((IDLE_CONNS + 256)) hard
-  ulimit -n 65536 2>/dev/null || {
-    hard=$(ulimit -Hn)
-    [[ $hard == unlimited ]] || ulimit -n "$hard"
-  }
-  if (($(ulimit -n) < want)); then
-    say "== ulimit -n is $(ulimit -n): idle test lowered to $(($(ulimit -n) - 256)) connections"
-    IDLE_CONNS=$(($(ulimit -n) - 256))
+  if ! fd_fit "$IDLE_CONNS"; then
+    say "== ulimit -n is $(ulimit -n): idle test lowered to $FD_FIT connections"
+    IDLE_CONNS=$FD_FIT
   fi
   ACTIVE=()
   local s
@@ -372,7 +326,7 @@ main() {
     if available "$s"; then ACTIVE+=("$s"); else say "== $s: not available, skipped"; fi
   done
   ((${#ACTIVE[@]})) || { say "nothing to measure"; exit 1; }
-  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  LOAD_START=$(load_avg)
   throughput
   idle_memory
   instructions

@@ -40,57 +40,19 @@ NODE_DIR=$ROOT/bench/fanout
 TMP=$(mktemp -d /tmp/run_fanout.XXXXXX)
 PIDS=()
 
-say() { printf '%s\n' "$*" >&2; }
-
-# Stops a process: the signal, then SIGKILL after 3 s. An overloaded Node
-# server runs its SIGTERM handler only when its event loop gets to it,
-# which can take minutes.
-stop_pid() { # pid [signal]
-  local i
-  kill -"${2:-TERM}" "$1" 2>/dev/null
-  for ((i = 0; i < 30; i++)); do
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$1" 2>/dev/null
-  wait "$1" 2>/dev/null
-}
-
-cleanup() {
-  local i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() {
-  local p keep=()
-  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+trap_cleanup
 
 # ---- build ------------------------------------------------------------------
 
 build() {
-  say "== building (Release) in $BUILD"
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDX_TESTS=OFF \
-    >"$TMP/cmake.log" 2>&1 || { cat "$TMP/cmake.log" >&2; exit 1; }
-  cmake --build "$BUILD" --parallel 2 --target fanout \
-    >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
-  if [[ " $SERVERS " == *" duplex "* ]] &&
-     ! cmake --build "$BUILD" --parallel 2 --target duplex_cli \
-       >"$TMP/build-duplex.log" 2>&1; then
-    say "   duplex did not build: its column stays empty (log below)"
-    tail -15 "$TMP/build-duplex.log" >&2
+  build_release fanout
+  if [[ " $SERVERS " == *" duplex "* ]]; then
+    build_duplex "its column stays empty"
   fi
   if [[ " $SERVERS " == *" ws"* || " $SERVERS " == *" sio "* ]]; then
-    if ! command -v node >/dev/null; then
-      say "   node is missing: ws and Socket.IO skipped"
-    elif [[ ! -d $NODE_DIR/node_modules/ws || ! -d $NODE_DIR/node_modules/socket.io ]]; then
-      (cd "$NODE_DIR" && npm ci --no-audit --no-fund >&2) ||
-        say "   npm ci failed: ws and Socket.IO skipped"
-    fi
+    node_deps "$NODE_DIR" "ws and Socket.IO" ws socket.io
   fi
 }
 
@@ -117,12 +79,6 @@ proto_of() { [[ $1 == sio ]] && echo sio || echo duplex; }
 
 # ---- processes --------------------------------------------------------------
 
-# True once something listens on 127.0.0.1:port (read from /proc/net/tcp,
-# so no probe connection disturbs the server).
-listening() {
-  grep -q " 0100007F:$(printf %04X "$1") 00000000:0000 0A " /proc/net/tcp
-}
-
 # start_server name port log -> sets SPID
 start_server() {
   local name=$1 port=$2 log=$3
@@ -131,42 +87,15 @@ start_server() {
   taskset -c $SERVER_CPU "${cmd[@]}" >"$log" 2>&1 &
   SPID=$!
   PIDS+=("$SPID")
-  local i
-  for ((i = 0; i < 100; i++)); do
-    listening "$port" && return 0
-    kill -0 "$SPID" 2>/dev/null || break
-    sleep 0.1
-  done
-  say "   $name did not start listening on port $port:"
-  tail -5 "$log" >&2
-  stop_server "$SPID"
+  wait_listening "$SPID" "$port" "$log" "$name" && return 0
+  stop "$SPID"
   return 1
 }
 
-stop_server() { # pid
-  stop_pid "$1" TERM
-  forget_pid "$1"
-}
-
-field() { # "result: k=v ..." key
-  local kv
-  for kv in $1; do
-    [[ $kv == "$2="* ]] && { printf '%s\n' "${kv#*=}"; return; }
-  done
-}
-
-# Runs the load tool on its core against $port with $proto. In the
-# background and waited for, so that a signal to this script is handled
-# at once (bash runs traps only between foreground commands) and the
-# cleanup stops the tool too.
+# Runs the load tool on its core against $port with $proto (run_waited:
+# a signal to this script is handled at once, the cleanup stops the tool).
 tool() {
-  taskset -c $TOOL_CPU "$FANOUT" --port "$port" --proto "$proto" "$@" &
-  local tpid=$! rc
-  PIDS+=("$tpid")
-  wait "$tpid"
-  rc=$?
-  forget_pid "$tpid"
-  return $rc
+  run_waited taskset -c $TOOL_CPU "$FANOUT" --port "$port" --proto "$proto" "$@"
 }
 
 # ---- measurements -----------------------------------------------------------
@@ -186,7 +115,7 @@ measure() {
   if ! tool --conns 100 --phase 100:50 --settle 0 --drain 5 --timeout 60 \
        >/dev/null 2>"$TMP/warmup.err"; then
     say "   $s: warm-up failed: $(tail -1 "$TMP/warmup.err")"
-    stop_server "$spid"
+    stop "$spid"
     return 1
   fi
   sleep 0.5
@@ -218,20 +147,11 @@ measure() {
         R[$s,$k.valid]=$(field "$line" valid) ;;
     esac
   done < <(grep '^result:' <<<"$out")
-  stop_server "$spid"
+  stop "$spid"
   grep -h 'disconnections' "$TMP/$s.log" | sed 's/^/   /' >&2
 }
 
 # ---- report -----------------------------------------------------------------
-
-ratio() { # a b -> a/b with two decimals, or n/a
-  [[ -n $1 && -n $2 ]] || { printf 'n/a'; return; }
-  awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
-}
-
-label() { # RATE:COUNT -> "RATE/s xCOUNT"
-  printf '%s/s x%s' "${1%%:*}" "${1#*:}"
-}
 
 report() {
   local l h
@@ -251,7 +171,7 @@ report() {
            "$k.bad|$lab miss/dup/reord/cut")
   done
   local cpu
-  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+  cpu=$(cpu_model)
   echo
   echo "fan-out benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores ($cpu)," \
        "Linux $(uname -r), load average at start $LOAD_START"
@@ -305,21 +225,16 @@ report() {
 
 main() {
   build
-  local want=$((CONNS + 256)) hard
-  ulimit -n 65536 2>/dev/null || {
-    hard=$(ulimit -Hn)
-    [[ $hard == unlimited ]] || ulimit -n "$hard"
-  }
-  if (($(ulimit -n) < want)); then
-    say "== ulimit -n is $(ulimit -n): $(($(ulimit -n) - 256)) subscribers instead of $CONNS"
-    CONNS=$(($(ulimit -n) - 256))
+  if ! fd_fit "$CONNS"; then
+    say "== ulimit -n is $(ulimit -n): $FD_FIT subscribers instead of $CONNS"
+    CONNS=$FD_FIT
   fi
   local s active=()
   for s in $SERVERS; do
     if available "$s"; then active+=("$s"); else say "== $s: not available, skipped"; fi
   done
   ((${#active[@]})) || { say "nothing to measure"; exit 1; }
-  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  LOAD_START=$(load_avg)
   say "== $CONNS subscribers; phases $(label "$LOW") then $(label "$HIGH")"
   for s in "${active[@]}"; do
     say "== $s"
