@@ -1,8 +1,9 @@
 /*
  * echo_loadgen — a small, fast WebSocket echo load generator for
  * bench/run_echo.sh. One thread, epoll, its own minimal client framing
- * (RFC 6455 5.2/5.3): it must cost less CPU per message than the servers it
- * measures, so it does the least a correct client can do:
+ * (RFC 6455 5.2/5.3, shared with fanout in bench/common/wsload.c): it must
+ * cost less CPU per message than the servers it measures, so it does the
+ * least a correct client can do:
  *
  *  - one read() per readable connection per loop turn (a 256 KiB buffer
  *    for all connections; every frame in it is parsed in place), and one
@@ -35,33 +36,23 @@
  * stdout. Exit status 1 on any error (refused connection, bad handshake,
  * wrong echo, unexpected close), 2 on bad usage.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "wsload.h"
 
 #define RBUF_SIZE (256u << 10)
 #define MAX_EVENTS 1024
 #define MAX_CONNECTING 128 /* handshakes in progress at once */
-#define HS_MAX 4096        /* bytes of handshake response we accept */
 #define PATTERN_SPREAD 251 /* distinct payload offsets (prime) */
-/* The fixed key from RFC 6455 1.3 and the accept value it must produce:
- * checking the value proves the server ran the handshake. */
-#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 enum { C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DONE };
 
@@ -113,7 +104,6 @@ static unsigned char *pattern; /* size + PATTERN_SPREAD bytes */
 static unsigned char rbuf[RBUF_SIZE];
 static conn *dirty_head;
 static uint64_t now_ns;
-static volatile sig_atomic_t stop_signal;
 static struct sockaddr_in addr;
 static char request[1024];
 static size_t request_len;
@@ -122,58 +112,8 @@ static size_t request_len;
 static unsigned opened, connecting, next_to_open, done_conns;
 static bool measuring;
 static uint64_t window_start, window_end, measured;
-static uint64_t hist[59 * 64];
+static uint64_t hist[WSL_HIST_LEN];
 static uint64_t rng_state = 0x9E3779B97F4A7C15u;
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fail(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("echo_loadgen: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(1);
-}
-
-static uint64_t clock_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint32_t rnd32(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-
-/* ---- latency histogram ------------------------------------------------ */
-
-static unsigned hist_index(uint64_t v) {
-  if (v < 128) return (unsigned)v;
-  unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= 7 */
-  unsigned shift = e - 6;
-  return (shift + 1) * 64 + (unsigned)((v >> shift) & 63);
-}
-
-static double hist_value(unsigned i) {
-  if (i < 128) return i;
-  unsigned shift = i / 64 - 1;
-  uint64_t low = (uint64_t)(64 + i % 64) << shift;
-  return (double)low + (double)((uint64_t)1 << shift) / 2;
-}
-
-static double hist_pct(double p) {
-  if (!measured) return 0;
-  uint64_t want = (uint64_t)(p * (double)measured + 0.999999);
-  if (want < 1) want = 1;
-  uint64_t seen = 0;
-  for (unsigned i = 0; i < sizeof hist / sizeof hist[0]; i++)
-    if ((seen += hist[i]) >= want) return hist_value(i);
-  return 0;
-}
 
 /* ---- output ----------------------------------------------------------- */
 
@@ -197,7 +137,7 @@ static unsigned char *out_room(conn *c, size_t n) {
       size_t cap = c->out_cap ? c->out_cap * 2 : 256;
       while (cap < c->out_len + n) cap *= 2;
       unsigned char *p = realloc(c->out, cap);
-      if (!p) fail("out of memory");
+      if (!p) wsl_fail("out of memory");
       c->out = p;
       c->out_cap = cap;
     }
@@ -208,40 +148,11 @@ static unsigned char *out_room(conn *c, size_t n) {
   return p;
 }
 
-/* Copy n bytes masked with key (RFC 6455 5.3), eight at a time. */
-static void mask_copy(unsigned char *dst, const unsigned char *src, size_t n,
-                      uint32_t key) {
-  uint64_t k8 = (uint64_t)key | (uint64_t)key << 32; /* key bytes in order */
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, src + i, 8);
-    w ^= k8;
-    memcpy(dst + i, &w, 8);
-  }
-  const unsigned char *kb = (const unsigned char *)&key;
-  for (; i < n; i++) dst[i] = src[i] ^ kb[i & 3];
-}
-
 static void queue_frame(conn *c, unsigned opcode, const unsigned char *data,
                         size_t n) {
-  unsigned char *p = out_room(c, 14 + n), *h = p;
-  *p++ = (unsigned char)(0x80 | opcode);
-  if (n < 126) {
-    *p++ = (unsigned char)(0x80 | n);
-  } else if (n < 65536) {
-    *p++ = 0x80 | 126;
-    *p++ = (unsigned char)(n >> 8);
-    *p++ = (unsigned char)n;
-  } else {
-    *p++ = 0x80 | 127;
-    for (int s = 56; s >= 0; s -= 8) *p++ = (unsigned char)((uint64_t)n >> s);
-  }
-  uint32_t key = rnd32();
-  memcpy(p, &key, 4);
-  p += 4;
-  mask_copy(p, data, n, key);
-  c->out_len -= 14 + n - (size_t)(p + n - h); /* give back unused header room */
+  unsigned char *p = out_room(c, WSL_FRAME_MAX_HDR + n);
+  size_t len = wsl_frame(p, opcode, data, n, &rng_state);
+  c->out_len -= WSL_FRAME_MAX_HDR + n - len; /* give back unused header room */
 }
 
 static const unsigned char *payload_for(const conn *c, uint64_t seq) {
@@ -280,7 +191,7 @@ static void flush(void) {
     ssize_t w = write(c->fd, c->out + c->out_off, n);
     if (w < 0) {
       if (errno == EAGAIN || errno == EINTR) continue; /* EPOLLOUT resumes */
-      fail("conn %u: write: %s", c->id, strerror(errno));
+      wsl_fail("conn %u: write: %s", c->id, strerror(errno));
     }
     c->out_off += (size_t)w;
     if (c->out_off == c->out_len) c->out_off = c->out_len = 0;
@@ -290,12 +201,12 @@ static void flush(void) {
 /* ---- input: handshake, then frames ------------------------------------ */
 
 static void on_echo(conn *c) {
-  if (c->recvd == c->sent) fail("conn %u: echo of a message never sent", c->id);
+  if (c->recvd == c->sent) wsl_fail("conn %u: echo of a message never sent", c->id);
   uint64_t lat = now_ns - c->ts[c->recvd % o.inflight];
   c->recvd++;
   if (measuring) {
     measured++;
-    hist[hist_index(lat)]++;
+    hist[wsl_hist_index(lat)]++;
   }
   if (c->state != C_OPEN) return;
   if (o.messages < 0 || c->sent < c->quota) send_message(c);
@@ -304,7 +215,7 @@ static void on_echo(conn *c) {
 
 static void frame_header_done(conn *c) {
   const unsigned char *h = c->hdr;
-  if (h[0] & 0x70) fail("conn %u: reserved bits set (no extension agreed)", c->id);
+  if (h[0] & 0x70) wsl_fail("conn %u: reserved bits set (no extension agreed)", c->id);
   c->fin = h[0] & 0x80;
   c->opcode = h[0] & 0x0f;
   uint64_t len = h[1] & 0x7f;
@@ -312,22 +223,22 @@ static void frame_header_done(conn *c) {
   else if (len == 127)
     for (int i = 2; i < 10; i++) len = len << 8 | h[i];
   if (c->opcode >= 8) {
-    if (!c->fin || len > 125) fail("conn %u: bad control frame", c->id);
+    if (!c->fin || len > 125) wsl_fail("conn %u: bad control frame", c->id);
     c->ctl_len = 0;
   } else if (c->opcode == 0) {
-    if (!c->in_msg) fail("conn %u: continuation without a message", c->id);
+    if (!c->in_msg) wsl_fail("conn %u: continuation without a message", c->id);
   } else if (c->opcode == 1 || c->opcode == 2) {
-    if (c->in_msg) fail("conn %u: new message inside a fragmented one", c->id);
+    if (c->in_msg) wsl_fail("conn %u: new message inside a fragmented one", c->id);
     if (c->opcode != (o.binary ? 2 : 1))
-      fail("conn %u: echo came back as %s", c->id, c->opcode == 1 ? "text" : "binary");
+      wsl_fail("conn %u: echo came back as %s", c->id, c->opcode == 1 ? "text" : "binary");
     c->in_msg = true;
     c->msg_off = 0;
     c->exp = payload_for(c, c->recvd);
   } else {
-    fail("conn %u: unknown opcode %u", c->id, c->opcode);
+    wsl_fail("conn %u: unknown opcode %u", c->id, c->opcode);
   }
   if (c->opcode < 8 && c->msg_off + len > o.size)
-    fail("conn %u: echo longer than the message sent", c->id);
+    wsl_fail("conn %u: echo longer than the message sent", c->id);
   c->remain = len;
   c->in_payload = true;
 }
@@ -339,7 +250,7 @@ static void frame_done(conn *c) {
   switch (c->opcode) {
   case 8: /* close (5.5.1): answer it unless we started it */
     if (c->state != C_CLOSING)
-      fail("conn %u: server sent a close frame (code %u)", c->id,
+      wsl_fail("conn %u: server sent a close frame (code %u)", c->id,
            c->ctl_len >= 2 ? (unsigned)(c->ctl[0] << 8 | c->ctl[1]) : 1005u);
     conn_finish(c);
     return;
@@ -347,7 +258,7 @@ static void frame_done(conn *c) {
   case 10: return;
   default:
     if (!c->fin) return;
-    if (c->msg_off != o.size) fail("conn %u: echo shorter than the message sent", c->id);
+    if (c->msg_off != o.size) wsl_fail("conn %u: echo shorter than the message sent", c->id);
     c->in_msg = false;
     on_echo(c);
   }
@@ -359,7 +270,7 @@ static void parse_frames(conn *c, const unsigned char *p, size_t n) {
     if (!c->in_payload) {
       c->hdr[c->hlen++] = *p++;
       if (c->hlen == 2) {
-        if (c->hdr[1] & 0x80) fail("conn %u: server frame is masked", c->id);
+        if (c->hdr[1] & 0x80) wsl_fail("conn %u: server frame is masked", c->id);
         unsigned l7 = c->hdr[1] & 0x7f;
         c->hneed = (uint8_t)(2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0));
       }
@@ -375,7 +286,7 @@ static void parse_frames(conn *c, const unsigned char *p, size_t n) {
       c->ctl_len = (uint8_t)(c->ctl_len + take);
     } else {
       if (memcmp(p, c->exp + c->msg_off, take) != 0)
-        fail("conn %u: echoed payload differs from message %llu", c->id,
+        wsl_fail("conn %u: echoed payload differs from message %llu", c->id,
              (unsigned long long)c->recvd);
       c->msg_off += take;
     }
@@ -388,24 +299,8 @@ static void parse_frames(conn *c, const unsigned char *p, size_t n) {
 static void conn_opened(conn *c);
 
 static void parse_handshake(conn *c, const unsigned char *p, size_t n) {
-  size_t take = n < HS_MAX - 1 - c->hs_len ? n : HS_MAX - 1 - c->hs_len;
-  memcpy(c->hs + c->hs_len, p, take);
-  size_t old = c->hs_len;
-  c->hs_len += take;
-  c->hs[c->hs_len] = 0;
-  char *eoh = strstr(c->hs, "\r\n\r\n");
-  if (!eoh) {
-    if (c->hs_len == HS_MAX - 1) fail("conn %u: handshake response too long", c->id);
-    return;
-  }
-  *eoh = 0;
-  if (strncmp(c->hs, "HTTP/1.1 101", 12) != 0) {
-    char *eol = strstr(c->hs, "\r\n");
-    if (eol) *eol = 0;
-    fail("conn %u: handshake refused: %s", c->id, c->hs);
-  }
-  if (!strstr(c->hs, WS_ACCEPT)) fail("conn %u: wrong Sec-WebSocket-Accept", c->id);
-  size_t used = (size_t)(eoh + 4 - c->hs) - old;
+  size_t used = wsl_handshake_feed(c->hs, &c->hs_len, p, n, c->id);
+  if (!used) return;
   free(c->hs);
   c->hs = NULL;
   conn_opened(c);
@@ -422,16 +317,16 @@ static void on_readable(conn *c) {
         conn_finish(c);
         return;
       }
-      fail("conn %u: read: %s", c->id, strerror(errno));
+      wsl_fail("conn %u: read: %s", c->id, strerror(errno));
     }
     if (r == 0) {
       if (c->state == C_CLOSING) {
         conn_finish(c);
         return;
       }
-      fail("conn %u: server closed the connection", c->id);
+      wsl_fail("conn %u: server closed the connection", c->id);
     }
-    now_ns = clock_ns();
+    now_ns = wsl_clock_ns();
     if (c->state == C_HANDSHAKE)
       parse_handshake(c, rbuf, (size_t)r);
     else
@@ -448,17 +343,8 @@ static void open_next(void) {
   conn *c = &conns[next_to_open];
   c->id = next_to_open++;
   c->hneed = 2;
-  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (c->fd < 0) fail("socket: %s (raise ulimit -n?)", strerror(errno));
-  int one = 1;
-  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 &&
-      errno != EINPROGRESS)
-    fail("connect to %s:%d: %s", o.host, o.port, strerror(errno));
+  c->fd = wsl_dial(&addr, o.host, epfd, c);
   c->state = C_CONNECTING;
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-    fail("epoll_ctl: %s", strerror(errno));
   connecting++;
 }
 
@@ -466,9 +352,9 @@ static void on_connected(conn *c) {
   int err = 0;
   socklen_t len = sizeof err;
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err) fail("connect to %s:%d: %s", o.host, o.port, strerror(err));
+  if (err) wsl_fail("connect to %s:%d: %s", o.host, o.port, strerror(err));
   c->state = C_HANDSHAKE;
-  if (!(c->hs = malloc(HS_MAX))) fail("out of memory");
+  if (!(c->hs = malloc(WSL_HS_MAX))) wsl_fail("out of memory");
   c->hs_len = 0;
   memcpy(out_room(c, request_len), request, request_len);
 }
@@ -478,7 +364,7 @@ static void conn_opened(conn *c) {
   connecting--;
   opened++;
   if (o.idle) return;
-  if (!(c->ts = calloc(o.inflight, sizeof *c->ts))) fail("out of memory");
+  if (!(c->ts = calloc(o.inflight, sizeof *c->ts))) wsl_fail("out of memory");
   if (o.messages >= 0) {
     c->quota = (uint64_t)o.messages / o.conns + (c->id < (uint64_t)o.messages % o.conns);
     if (!c->quota) {
@@ -490,42 +376,7 @@ static void conn_opened(conn *c) {
     send_message(c);
 }
 
-/* ---- CPU accounting --------------------------------------------------- */
-
-static double self_cpu(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
-
-/* utime + stime of a process (all its threads), seconds; -1 if unknown. */
-static double proc_cpu(int pid) {
-  if (pid <= 0) return -1;
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')'); /* the name may hold spaces */
-  if (!p) return -1;
-  unsigned long long ut, st;
-  /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt
-   * majflt cmajflt utime stime */
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-             &ut, &st) != 2)
-    return -1;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 /* ---- main ------------------------------------------------------------- */
-
-static void on_signal(int sig) {
-  (void)sig;
-  stop_signal = 1;
-}
 
 static void usage(int status) {
   fputs("usage: echo_loadgen --port P [options]\n"
@@ -544,19 +395,6 @@ static void usage(int status) {
         "  --free-port     print a free TCP port on 127.0.0.1 and exit\n",
         status ? stderr : stdout);
   exit(status);
-}
-
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-      getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-    fail("free port: %s", strerror(errno));
-  printf("%d\n", ntohs(a.sin_port));
-  close(fd);
-  return 0;
 }
 
 static double num(const char *s, const char *what) {
@@ -593,7 +431,7 @@ static void parse_args(int argc, char **argv) {
     case 'b': o.binary = true; break;
     case 'S': o.server_pid = (int)num(optarg, "--server-pid"); break;
     case 't': o.timeout = num(optarg, "--timeout"); break;
-    case 'F': exit(free_port());
+    case 'F': exit(wsl_free_port());
     case 'h': usage(0); break;
     default: usage(2);
     }
@@ -601,35 +439,27 @@ static void parse_args(int argc, char **argv) {
   if (optind < argc || o.port <= 0 || o.port > 65535 || !o.conns ||
       !o.inflight || o.duration <= 0)
     usage(2);
-  if (o.size > (64u << 20)) fail("--size: at most 64 MiB");
+  if (o.size > (64u << 20)) wsl_fail("--size: at most 64 MiB");
 }
 
 static void setup(void) {
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons((uint16_t)o.port);
-  if (inet_pton(AF_INET, o.host, &addr.sin_addr) != 1)
-    fail("--host: not an IPv4 address: %s", o.host);
-  request_len = (size_t)snprintf(request, sizeof request,
-      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-      "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
-      "Sec-WebSocket-Version: 13\r\n\r\n", o.path, o.host, o.port);
+  wsl_addr(&addr, o.host, o.port);
+  request_len = wsl_request(request, sizeof request, o.path, o.host, o.port);
   /* Printable ASCII: valid UTF-8 for text messages. */
-  if (!(pattern = malloc(o.size + PATTERN_SPREAD))) fail("out of memory");
+  if (!(pattern = malloc(o.size + PATTERN_SPREAD))) wsl_fail("out of memory");
   for (size_t i = 0; i < o.size + PATTERN_SPREAD; i++)
-    pattern[i] = (unsigned char)(0x21 + rnd32() % 94);
-  if (!(conns = calloc(o.conns, sizeof *conns))) fail("out of memory");
-  if ((epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) fail("epoll: %s", strerror(errno));
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+    pattern[i] = (unsigned char)(0x21 + wsl_rnd32(&rng_state) % 94);
+  if (!(conns = calloc(o.conns, sizeof *conns))) wsl_fail("out of memory");
+  if ((epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) wsl_fail("epoll: %s", strerror(errno));
+  wsl_catch_signals();
 }
 
 int main(int argc, char **argv) {
+  wsl_prog = "echo_loadgen";
   parse_args(argc, argv);
   setup();
   struct epoll_event evs[MAX_EVENTS];
-  uint64_t t0 = clock_ns(), deadline = t0 + (uint64_t)(o.timeout * 1e9);
+  uint64_t t0 = wsl_clock_ns(), deadline = t0 + (uint64_t)(o.timeout * 1e9);
   double cpu0 = 0, scpu0 = 0, cpu1 = 0, scpu1 = 0;
   bool all_open = false, finished = false;
   now_ns = t0;
@@ -642,7 +472,7 @@ int main(int argc, char **argv) {
       timeout = next > now_ns ? (int)((next - now_ns) / 1000000) + 1 : 0;
     }
     int n = epoll_wait(epfd, evs, MAX_EVENTS, timeout);
-    if (n < 0 && errno != EINTR) fail("epoll_wait: %s", strerror(errno));
+    if (n < 0 && errno != EINTR) wsl_fail("epoll_wait: %s", strerror(errno));
     for (int i = 0; i < n; i++) {
       conn *c = evs[i].data.ptr;
       uint32_t e = evs[i].events;
@@ -654,12 +484,12 @@ int main(int argc, char **argv) {
         mark_dirty(c);
     }
     flush();
-    now_ns = clock_ns();
-    if (stop_signal) {
-      if (!o.idle) fail("interrupted");
+    now_ns = wsl_clock_ns();
+    if (wsl_stop) {
+      if (!o.idle) wsl_fail("interrupted");
       break;
     }
-    if (now_ns > deadline) fail("timed out after %.0f s (%u of %u connections open)",
+    if (now_ns > deadline) wsl_fail("timed out after %.0f s (%u of %u connections open)",
                                 o.timeout, opened, o.conns);
     if (!all_open && opened + done_conns >= o.conns) {
       all_open = true;
@@ -677,13 +507,13 @@ int main(int argc, char **argv) {
       if (!measuring && now_ns >= window_start && now_ns < window_end) {
         measuring = true;
         window_start = now_ns;
-        cpu0 = self_cpu();
-        scpu0 = proc_cpu(o.server_pid);
+        cpu0 = wsl_self_cpu();
+        scpu0 = wsl_proc_cpu(o.server_pid, NULL);
       } else if (measuring && now_ns >= window_end) {
         measuring = false;
         window_end = now_ns;
-        cpu1 = self_cpu();
-        scpu1 = proc_cpu(o.server_pid);
+        cpu1 = wsl_self_cpu();
+        scpu1 = wsl_proc_cpu(o.server_pid, NULL);
         finished = true;
       }
     }
@@ -705,7 +535,8 @@ int main(int argc, char **argv) {
   }
   double secs = (double)(window_end - window_start) * 1e-9;
   double rate = (double)measured / secs;
-  double p50 = hist_pct(0.50) / 1e3, p99 = hist_pct(0.99) / 1e3;
+  double p50 = wsl_hist_pct(hist, WSL_HIST_LEN, 0.50) / 1e3;
+  double p99 = wsl_hist_pct(hist, WSL_HIST_LEN, 0.99) / 1e3;
   double lcpu = 100 * (cpu1 - cpu0) / secs;
   double scpu = scpu0 >= 0 && scpu1 >= 0 ? 100 * (scpu1 - scpu0) / secs : -1;
   fprintf(stderr,

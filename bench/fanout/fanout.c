@@ -37,9 +37,10 @@
  *           "publish", "message", as bench/fanout/sio_broadcast.js expects.
  *
  * Subscribers share one thread, epoll (edge-triggered), one 256 KiB read
- * buffer, and the framing of echo/loadgen.c: messages are parsed in place
- * when whole in the buffer (the usual case), copied only when split. Pings
- * are answered (duplex pings every 25 s, Engine.IO too).
+ * buffer, and the client framing and handshake of echo/loadgen.c (both
+ * in bench/common/wsload.c, which says why not dx_client): messages are
+ * parsed in place when whole in the buffer (the usual case), copied only
+ * when split. Pings are answered (duplex pings every 25 s, Engine.IO too).
  *
  * Several nodes (bench/run_cluster_fanout.sh): `--sub-port P` (repeatable)
  * spreads the subscribers over those ports, round robin, while the
@@ -68,8 +69,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -77,20 +76,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "wsload.h"
+
 #define RBUF_SIZE (256u << 10)
 #define MAX_EVENTS 1024
 #define MAX_CONNECTING 128 /* handshakes in progress at once */
-#define HS_MAX 4096        /* bytes of handshake response we accept */
 #define MSG_MAX (1u << 20) /* largest message we reassemble */
-/* The fixed key from RFC 6455 1.3 and the accept value it must produce:
- * checking the value proves the server ran the handshake. */
-#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 enum proto { P_DUPLEX, P_SIO };
 enum { C_CONNECTING, C_HANDSHAKE, C_OPEN, C_READY, C_LOST };
@@ -149,7 +144,6 @@ static int epfd;
 static unsigned char rbuf[RBUF_SIZE];
 static conn *dirty_head;
 static uint64_t now_ns;
-static volatile sig_atomic_t stop_signal;
 static struct sockaddr_in addr;
 static struct sockaddr_in sub_addrs[8]; /* the subscribers' ports */
 static char request[1024];
@@ -172,10 +166,10 @@ typedef struct phase {
   unsigned long messages, base;
   uint64_t start_ns;
   uint64_t deliveries, unique, duplicates, out_of_order, last_ns, lat_max;
-  uint64_t hist[59 * 64];
+  uint64_t hist[WSL_HIST_LEN];
   /* publish acknowledgements with our id: written by the publisher */
   _Atomic uint64_t acked;
-  uint64_t ack_hist[59 * 64];
+  uint64_t ack_hist[WSL_HIST_LEN];
 } phase;
 static phase phases[MAX_PHASES];
 static unsigned nphases;
@@ -185,111 +179,10 @@ static _Atomic int pub_ready, pub_go, pub_stop; /* go: phases released */
 static _Atomic uint64_t pub_acks;
 static uint64_t *pub_sent_ns; /* per message index: when its write began */
 
-static void fail(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-static void fail(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("fanout: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(1);
-}
-
-static uint64_t clock_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* xorshift; one state per thread */
-static uint32_t rnd32(uint64_t *s) {
-  *s ^= *s << 13;
-  *s ^= *s >> 7;
-  *s ^= *s << 17;
-  return (uint32_t)(*s >> 16);
-}
-
-/* ---- latency histogram (as in echo/loadgen.c) -------------------------- */
-
-static unsigned hist_index(uint64_t v) {
-  if (v < 128) return (unsigned)v;
-  unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= 7 */
-  unsigned shift = e - 6;
-  return (shift + 1) * 64 + (unsigned)((v >> shift) & 63);
-}
-
-static double hist_value(unsigned i) {
-  if (i < 128) return i;
-  unsigned shift = i / 64 - 1;
-  uint64_t low = (uint64_t)(64 + i % 64) << shift;
-  return (double)low + (double)((uint64_t)1 << shift) / 2;
-}
-
-static double hist_pct(const uint64_t *hist, size_t len, double p) {
-  uint64_t n = 0;
-  for (size_t i = 0; i < len; i++)
-    n += hist[i];
-  if (!n) return 0;
-  uint64_t want = (uint64_t)(p * (double)n + 0.999999);
-  if (want < 1) want = 1;
-  uint64_t seen = 0;
-  for (size_t i = 0; i < len; i++)
-    if ((seen += hist[i]) >= want) return hist_value((unsigned)i);
-  return 0;
-}
-
-/* ---- client framing (RFC 6455 5.2, 5.3) -------------------------------- */
-
-/* Copy n bytes masked with key, eight at a time. */
-static void mask_copy(unsigned char *dst, const unsigned char *src, size_t n,
-                      uint32_t key) {
-  uint64_t k8 = (uint64_t)key | (uint64_t)key << 32; /* key bytes in order */
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, src + i, 8);
-    w ^= k8;
-    memcpy(dst + i, &w, 8);
-  }
-  const unsigned char *kb = (const unsigned char *)&key;
-  for (; i < n; i++)
-    dst[i] = src[i] ^ kb[i & 3];
-}
-
-/* Writes a masked frame into dst (room for n + 14); returns its length. */
-static size_t frame_into(unsigned char *dst, unsigned opcode, const void *data,
-                         size_t n, uint64_t *rng) {
-  unsigned char *p = dst;
-  *p++ = (unsigned char)(0x80 | opcode);
-  if (n < 126) {
-    *p++ = (unsigned char)(0x80 | n);
-  } else if (n < 65536) {
-    *p++ = 0x80 | 126;
-    *p++ = (unsigned char)(n >> 8);
-    *p++ = (unsigned char)n;
-  } else {
-    *p++ = 0x80 | 127;
-    for (int s = 56; s >= 0; s -= 8)
-      *p++ = (unsigned char)((uint64_t)n >> s);
-  }
-  uint32_t key = rnd32(rng);
-  memcpy(p, &key, 4);
-  p += 4;
-  mask_copy(p, data, n, key);
-  return (size_t)(p + n - dst);
-}
-
 static void build_request(void) {
   const char *path =
       o.proto == P_SIO ? "/socket.io/?EIO=4&transport=websocket" : o.path;
-  request_len = (size_t)snprintf(
-      request, sizeof request,
-      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-      "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
-      "Sec-WebSocket-Version: 13\r\n\r\n",
-      path, o.host, o.port);
+  request_len = wsl_request(request, sizeof request, path, o.host, o.port);
   if (o.proto == P_SIO)
     sub_req_len = (size_t)snprintf(sub_req, sizeof sub_req,
                                    "42[\"subscribe\",\"%s\"]", o.topic);
@@ -297,22 +190,6 @@ static void build_request(void) {
     sub_req_len =
         (size_t)snprintf(sub_req, sizeof sub_req,
                          "{\"op\":\"subscribe\",\"topic\":\"%s\"}", o.topic);
-}
-
-/* The end of the response headers, checked: 101 and the right accept. */
-static const char *handshake_end(const char *hs, size_t len, unsigned id) {
-  const char *eoh = memmem(hs, len, "\r\n\r\n", 4);
-  if (!eoh) {
-    if (len >= HS_MAX - 1) fail("conn %u: handshake response too long", id);
-    return NULL;
-  }
-  if (strncmp(hs, "HTTP/1.1 101", 12) != 0) {
-    const char *eol = memmem(hs, len, "\r\n", 2);
-    fail("conn %u: handshake refused: %.*s", id, (int)(eol - hs), hs);
-  }
-  if (!memmem(hs, (size_t)(eoh - hs), WS_ACCEPT, strlen(WS_ACCEPT)))
-    fail("conn %u: wrong Sec-WebSocket-Accept", id);
-  return eoh + 4;
 }
 
 /* ---- subscribers: output ---------------------------------------------- */
@@ -329,16 +206,16 @@ static void mark_dirty(conn *c) {
 
 static void queue_frame(conn *c, unsigned opcode, const void *data, size_t n) {
   if (c->out_off && c->out_off == c->out_len) c->out_off = c->out_len = 0;
-  if (c->out_len + n + 14 > c->out_cap) {
+  if (c->out_len + n + WSL_FRAME_MAX_HDR > c->out_cap) {
     size_t cap = c->out_cap ? c->out_cap * 2 : 256;
-    while (cap < c->out_len + n + 14)
+    while (cap < c->out_len + n + WSL_FRAME_MAX_HDR)
       cap *= 2;
     unsigned char *p = realloc(c->out, cap);
-    if (!p) fail("out of memory");
+    if (!p) wsl_fail("out of memory");
     c->out = p;
     c->out_cap = cap;
   }
-  c->out_len += frame_into(c->out + c->out_len, opcode, data, n, &sub_rng);
+  c->out_len += wsl_frame(c->out + c->out_len, opcode, data, n, &sub_rng);
   mark_dirty(c);
 }
 
@@ -370,7 +247,7 @@ static void flush(void) {
  * once the phases have begun it is a result (what it misses is counted
  * missing), so that one overloaded server does not void the whole run. */
 static void conn_lost(conn *c, const char *why, const char *detail) {
-  if (!measuring) fail("conn %u: %s%s", c->id, why, detail);
+  if (!measuring) wsl_fail("conn %u: %s%s", c->id, why, detail);
   if (lost_conns < 3)
     fprintf(stderr, "fanout: conn %u: %s%s%s\n", c->id, why, detail,
             lost_conns == 2 ? " (further ones not shown)" : "");
@@ -405,16 +282,17 @@ static void on_delivery(conn *c, const char *p, size_t n) {
   int64_t i = json_uint(p, n, "\"i\":", &q);
   int64_t t = i < 0 ? -1 : json_uint(q, (size_t)(p + n - q), "\"t\":", NULL);
   if (i < 0 || t < 0)
-    fail("conn %u: message without i/t: %.*s", c->id, (int)(n > 200 ? 200 : n),
-         p);
+    wsl_fail("conn %u: message without i/t: %.*s", c->id,
+             (int)(n > 200 ? 200 : n), p);
   if ((uint64_t)i >= total_messages)
-    fail("conn %u: message index %lld out of range", c->id, (long long)i);
-  if (c->state != C_READY) fail("conn %u: message before subscribed", c->id);
+    wsl_fail("conn %u: message index %lld out of range", c->id, (long long)i);
+  if (c->state != C_READY)
+    wsl_fail("conn %u: message before subscribed", c->id);
   phase *ph = phases;
   while ((uint64_t)i >= ph->base + ph->messages)
     ph++;
   uint64_t lat = now_ns > (uint64_t)t ? now_ns - (uint64_t)t : 0;
-  ph->hist[hist_index(lat)]++;
+  ph->hist[wsl_hist_index(lat)]++;
   if (lat > ph->lat_max) ph->lat_max = lat;
   ph->deliveries++;
   ph->last_ns = now_ns;
@@ -430,9 +308,10 @@ static void on_delivery(conn *c, const char *p, size_t n) {
 }
 
 static void on_subscribed(conn *c) {
-  if (c->state == C_READY) fail("conn %u: subscribed twice", c->id);
+  if (c->state == C_READY) wsl_fail("conn %u: subscribed twice", c->id);
   c->state = C_READY;
-  if (!(c->seen = calloc((total_messages + 7) / 8, 1))) fail("out of memory");
+  if (!(c->seen = calloc((total_messages + 7) / 8, 1)))
+    wsl_fail("out of memory");
   c->last_i = -1;
   ready++;
 }
@@ -447,7 +326,7 @@ static void on_text_duplex(conn *c, const char *p, size_t n) {
   else if (has(p, n, "\"op\":\"subscribed\""))
     on_subscribed(c);
   else if (has(p, n, "\"op\":\"error\""))
-    fail("conn %u: error reply: %.*s", c->id, (int)(n > 200 ? 200 : n), p);
+    wsl_fail("conn %u: error reply: %.*s", c->id, (int)(n > 200 ? 200 : n), p);
   /* anything else (hello) is not ours to check */
 }
 
@@ -483,7 +362,7 @@ static void on_text(conn *c, const unsigned char *p, size_t n) {
 static void frame_header_done(conn *c) {
   const unsigned char *h = c->hdr;
   if (h[0] & 0x70)
-    fail("conn %u: reserved bits set (no extension agreed)", c->id);
+    wsl_fail("conn %u: reserved bits set (no extension agreed)", c->id);
   c->fin = h[0] & 0x80;
   c->opcode = h[0] & 0x0f;
   uint64_t len = h[1] & 0x7f;
@@ -493,19 +372,20 @@ static void frame_header_done(conn *c) {
     for (int i = 2; i < 10; i++)
       len = len << 8 | h[i];
   if (c->opcode >= 8) {
-    if (!c->fin || len > 125) fail("conn %u: bad control frame", c->id);
+    if (!c->fin || len > 125) wsl_fail("conn %u: bad control frame", c->id);
     c->ctl_len = 0;
   } else if (c->opcode == 0) {
-    if (!c->in_msg) fail("conn %u: continuation without a message", c->id);
+    if (!c->in_msg) wsl_fail("conn %u: continuation without a message", c->id);
   } else if (c->opcode == 1) {
-    if (c->in_msg) fail("conn %u: new message inside a fragmented one", c->id);
+    if (c->in_msg)
+      wsl_fail("conn %u: new message inside a fragmented one", c->id);
     c->in_msg = true;
     c->msg_len = 0;
   } else {
-    fail("conn %u: unexpected opcode %u", c->id, c->opcode);
+    wsl_fail("conn %u: unexpected opcode %u", c->id, c->opcode);
   }
   if (c->opcode < 8 && c->msg_len + len > MSG_MAX)
-    fail("conn %u: message over %u bytes", c->id, MSG_MAX);
+    wsl_fail("conn %u: message over %u bytes", c->id, MSG_MAX);
   c->remain = len;
   c->in_payload = true;
 }
@@ -541,7 +421,7 @@ static void append_msg(conn *c, const unsigned char *p, size_t n) {
     while (cap < c->msg_len + n)
       cap *= 2;
     unsigned char *m = realloc(c->msg, cap);
-    if (!m) fail("out of memory");
+    if (!m) wsl_fail("out of memory");
     c->msg = m;
     c->msg_cap = cap;
   }
@@ -555,7 +435,8 @@ static void parse_frames(conn *c, const unsigned char *p, size_t n) {
     if (!c->in_payload) {
       c->hdr[c->hlen++] = *p++;
       if (c->hlen == 2) {
-        if (c->hdr[1] & 0x80) fail("conn %u: server frame is masked", c->id);
+        if (c->hdr[1] & 0x80)
+          wsl_fail("conn %u: server frame is masked", c->id);
         unsigned l7 = c->hdr[1] & 0x7f;
         c->hneed = (uint8_t)(2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0));
       }
@@ -599,13 +480,8 @@ static void conn_opened(conn *c) {
 }
 
 static void parse_handshake(conn *c, const unsigned char *p, size_t n) {
-  size_t take = n < HS_MAX - 1 - c->hs_len ? n : HS_MAX - 1 - c->hs_len;
-  memcpy(c->hs + c->hs_len, p, take);
-  size_t old = c->hs_len;
-  c->hs_len += take;
-  const char *body = handshake_end(c->hs, c->hs_len, c->id);
-  if (!body) return;
-  size_t used = (size_t)(body - c->hs) - old;
+  size_t used = wsl_handshake_feed(c->hs, &c->hs_len, p, n, c->id);
+  if (!used) return;
   free(c->hs);
   c->hs = NULL;
   conn_opened(c);
@@ -625,7 +501,7 @@ static void on_readable(conn *c) {
       conn_lost(c, "server closed the connection", "");
       return;
     }
-    now_ns = clock_ns();
+    now_ns = wsl_clock_ns();
     if (c->state == C_HANDSHAKE)
       parse_handshake(c, rbuf, (size_t)r);
     else
@@ -640,20 +516,10 @@ static void open_next(void) {
   conn *c = &conns[next_to_open];
   c->id = next_to_open++;
   c->hneed = 2;
-  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (c->fd < 0) fail("socket: %s (raise ulimit -n?)", strerror(errno));
-  int one = 1;
-  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   const struct sockaddr_in *a =
       o.nsub_ports ? &sub_addrs[c->id % o.nsub_ports] : &addr;
-  if (connect(c->fd, (const struct sockaddr *)a, sizeof *a) < 0 &&
-      errno != EINPROGRESS)
-    fail("connect to %s:%d: %s", o.host, ntohs(a->sin_port), strerror(errno));
+  c->fd = wsl_dial(a, o.host, epfd, c);
   c->state = C_CONNECTING;
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET,
-                           .data.ptr = c};
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-    fail("epoll_ctl: %s", strerror(errno));
   connecting++;
 }
 
@@ -661,14 +527,14 @@ static void on_connected(conn *c) {
   int err = 0;
   socklen_t len = sizeof err;
   getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err) fail("connect to %s: %s", o.host, strerror(err));
+  if (err) wsl_fail("connect to %s: %s", o.host, strerror(err));
   c->state = C_HANDSHAKE;
-  if (!(c->hs = malloc(HS_MAX))) fail("out of memory");
+  if (!(c->hs = malloc(WSL_HS_MAX))) wsl_fail("out of memory");
   c->hs_len = 0;
   if (c->out_len + request_len > c->out_cap) {
     free(c->out);
     c->out_cap = 256 > request_len ? 256 : request_len;
-    if (!(c->out = malloc(c->out_cap))) fail("out of memory");
+    if (!(c->out = malloc(c->out_cap))) wsl_fail("out of memory");
   }
   memcpy(c->out, request, request_len);
   c->out_len = request_len;
@@ -691,7 +557,7 @@ static void pub_write(pub *p, const void *buf, size_t n) {
     ssize_t w = write(p->fd, b, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      fail("publisher: write: %s", strerror(errno));
+      wsl_fail("publisher: write: %s", strerror(errno));
     }
     b += w;
     n -= (size_t)w;
@@ -700,13 +566,13 @@ static void pub_write(pub *p, const void *buf, size_t n) {
 
 static void pub_send(pub *p, unsigned opcode, const void *data, size_t n) {
   unsigned char f[1024];
-  if (n + 14 > sizeof f) fail("publisher: message too long");
-  pub_write(p, f, frame_into(f, opcode, data, n, &p->rng));
+  if (n + WSL_FRAME_MAX_HDR > sizeof f) wsl_fail("publisher: message too long");
+  pub_write(p, f, wsl_frame(f, opcode, data, n, &p->rng));
 }
 
 /* One text message or control frame from the server. */
 static void pub_on_frame(pub *p, unsigned opcode, const char *d, size_t n) {
-  if (opcode == 8) fail("publisher: server sent a close frame");
+  if (opcode == 8) wsl_fail("publisher: server sent a close frame");
   if (opcode == 9) {
     pub_send(p, 10, d, n);
     return;
@@ -723,7 +589,7 @@ static void pub_on_frame(pub *p, unsigned opcode, const char *d, size_t n) {
              has(d, n, "[\"published\""))
       atomic_fetch_add(&pub_acks, 1);
     else if (n >= 2 && d[0] == '4' && (d[1] == '1' || d[1] == '4'))
-      fail("publisher: Socket.IO closed or refused: %.*s", (int)n, d);
+      wsl_fail("publisher: Socket.IO closed or refused: %.*s", (int)n, d);
   } else {
     if (has(d, n, "\"op\":\"published\"")) {
       int64_t k = json_uint(d, n, "\"id\":", NULL);
@@ -731,14 +597,14 @@ static void pub_on_frame(pub *p, unsigned opcode, const char *d, size_t n) {
         phase *ph = phases;
         while ((uint64_t)k >= ph->base + ph->messages)
           ph++;
-        uint64_t now = clock_ns();
-        ph->ack_hist[hist_index(now - pub_sent_ns[k])]++;
+        uint64_t now = wsl_clock_ns();
+        ph->ack_hist[wsl_hist_index(now - pub_sent_ns[k])]++;
         atomic_fetch_add(&ph->acked, 1);
       }
       atomic_fetch_add(&pub_acks, 1);
     }
     else if (has(d, n, "\"op\":\"error\""))
-      fail("publisher: error reply: %.*s", (int)(n > 200 ? 200 : n), d);
+      wsl_fail("publisher: error reply: %.*s", (int)(n > 200 ? 200 : n), d);
   }
 }
 
@@ -761,9 +627,9 @@ static void pub_parse(pub *p) {
     else if (len == 127)
       for (size_t i = 2; i < 10; i++)
         len = len << 8 | h[i];
-    if (len > sizeof p->in - 14) fail("publisher: reply too large");
+    if (len > sizeof p->in - 14) wsl_fail("publisher: reply too large");
     if (avail < hl + len) break;
-    if (!(h[0] & 0x80)) fail("publisher: fragmented reply");
+    if (!(h[0] & 0x80)) wsl_fail("publisher: fragmented reply");
     pub_on_frame(p, h[0] & 0x0f, (const char *)h + hl, (size_t)len);
     off += hl + (size_t)len;
   }
@@ -773,19 +639,19 @@ static void pub_parse(pub *p) {
 
 /* Reads whatever the server sent, waiting at most until `until` (ns). */
 static void pub_wait(pub *p, uint64_t until) {
-  uint64_t now = clock_ns();
+  uint64_t now = wsl_clock_ns();
   uint64_t d = until > now ? until - now : 0;
   struct timespec ts = {(time_t)(d / 1000000000u), (long)(d % 1000000000u)};
   struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
   int n = ppoll(&pfd, 1, &ts, NULL);
-  if (n < 0 && errno != EINTR) fail("publisher: poll: %s", strerror(errno));
+  if (n < 0 && errno != EINTR) wsl_fail("publisher: poll: %s", strerror(errno));
   if (n <= 0) return;
   ssize_t r =
       recv(p->fd, p->in + p->in_len, sizeof p->in - p->in_len, MSG_DONTWAIT);
-  if (r == 0) fail("publisher: server closed the connection");
+  if (r == 0) wsl_fail("publisher: server closed the connection");
   if (r < 0) {
     if (errno == EAGAIN || errno == EINTR) return;
-    fail("publisher: read: %s", strerror(errno));
+    wsl_fail("publisher: read: %s", strerror(errno));
   }
   p->in_len += (size_t)r;
   pub_parse(p);
@@ -793,19 +659,20 @@ static void pub_wait(pub *p, uint64_t until) {
 
 static void pub_connect(pub *p) {
   p->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (p->fd < 0) fail("publisher: socket: %s", strerror(errno));
+  if (p->fd < 0) wsl_fail("publisher: socket: %s", strerror(errno));
   int one = 1;
   setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (connect(p->fd, (struct sockaddr *)&addr, sizeof addr) < 0)
-    fail("publisher: connect: %s", strerror(errno));
+    wsl_fail("publisher: connect: %s", strerror(errno));
   pub_write(p, request, request_len);
   const char *body;
   for (;;) {
-    ssize_t r = read(p->fd, p->in + p->in_len, HS_MAX - 1 - p->in_len);
+    ssize_t r = read(p->fd, p->in + p->in_len, WSL_HS_MAX - 1 - p->in_len);
     if (r <= 0)
-      fail("publisher: handshake: %s", r ? strerror(errno) : "closed");
+      wsl_fail("publisher: handshake: %s", r ? strerror(errno) : "closed");
     p->in_len += (size_t)r;
-    if ((body = handshake_end((char *)p->in, p->in_len, 0xffffffffu))) break;
+    body = wsl_handshake_end((char *)p->in, p->in_len, 0xffffffffu);
+    if (body) break;
   }
   size_t used = (size_t)((const unsigned char *)body - p->in);
   memmove(p->in, p->in + used, p->in_len - used);
@@ -822,7 +689,7 @@ static int pub_text(char *text, size_t cap, unsigned long k) {
                                      : "{\"op\":\"publish\",\"topic\":\"%s\","
                                        "\"data\":{\"i\":%lu,\"t\":%llu%s%s%s},"
                                        "\"id\":%lu}";
-  uint64_t now = clock_ns();
+  uint64_t now = wsl_clock_ns();
   pub_sent_ns[k] = now;
   return snprintf(text, cap, fmt, o.topic, k, (unsigned long long)now,
                   o.pad ? ",\"p\":\"" : "", pad, o.pad ? "\"" : "", k);
@@ -836,7 +703,7 @@ static void pub_phase(pub *p, phase *ph) {
   char text[1024];
   for (unsigned long k = 0; k < ph->messages; k++) {
     uint64_t due = ph->start_ns + (uint64_t)((double)k * step), now;
-    while ((now = clock_ns()) < due)
+    while ((now = wsl_clock_ns()) < due)
       pub_wait(p, due);
     if (now - due > late_max) late_max = now - due;
     int n = pub_text(text, sizeof text, ph->base + k);
@@ -844,7 +711,7 @@ static void pub_phase(pub *p, phase *ph) {
     atomic_store(&ph->sent, k + 1);
   }
   atomic_store(&ph->late_max, late_max);
-  atomic_store(&ph->end_ns, clock_ns());
+  atomic_store(&ph->end_ns, wsl_clock_ns());
   atomic_store(&ph->done, 1);
 }
 
@@ -856,52 +723,23 @@ static void *publisher(void *arg) {
     /* The main thread releases a phase (sets its start_ns, then pub_go)
      * once the subscribers are ready and the previous phase is over. */
     while (atomic_load(&pub_go) <= (int)i || !atomic_load(&pub_ready))
-      pub_wait(&p, clock_ns() + 20000000u);
+      pub_wait(&p, wsl_clock_ns() + 20000000u);
     pub_phase(&p, &phases[i]);
   }
   while (!atomic_load(&pub_stop))
-    pub_wait(&p, clock_ns() + 50000000u);
+    pub_wait(&p, wsl_clock_ns() + 50000000u);
   return NULL;
 }
 
 /* ---- /proc ------------------------------------------------------------ */
 
-static double self_cpu(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
-
-/* utime + stime of a process (all its threads), seconds; -1 if unknown.
- * *sys gets the stime part. */
-static double proc_cpu(int pid, double *sys) {
-  *sys = 0;
-  if (pid <= 0) return -1;
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')'); /* the name may hold spaces */
-  if (!p) return -1;
-  unsigned long long ut, st;
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-             &ut, &st) != 2)
-    return -1;
-  *sys = (double)st / (double)sysconf(_SC_CLK_TCK);
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* The sum of proc_cpu over every --server-pid; -1 if one is unknown. */
+/* The sum of wsl_proc_cpu over every --server-pid; -1 if one is unknown. */
 static double servers_cpu(double *sys) {
   double t = 0, st = 0, s1;
   *sys = 0;
   if (!o.nserver_pids) return -1;
   for (unsigned i = 0; i < o.nserver_pids; i++) {
-    double c = proc_cpu(o.server_pids[i], &s1);
+    double c = wsl_proc_cpu(o.server_pids[i], &s1);
     if (c < 0) return -1;
     t += c;
     st += s1;
@@ -1012,11 +850,6 @@ static rinfo redis_info(void) {
 
 /* ---- main ------------------------------------------------------------- */
 
-static void on_signal(int sig) {
-  (void)sig;
-  stop_signal = 1;
-}
-
 static void usage(int status) {
   fputs(
       "usage: fanout --port P [options]\n"
@@ -1050,19 +883,6 @@ static void usage(int status) {
       "  --free-port       print a free TCP port on 127.0.0.1 and exit\n",
       status ? stderr : stdout);
   exit(status);
-}
-
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-      getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-    fail("free port: %s", strerror(errno));
-  printf("%d\n", ntohs(a.sin_port));
-  close(fd);
-  return 0;
 }
 
 static double num(const char *s, const char *what) {
@@ -1164,7 +984,7 @@ static void parse_args(int argc, char **argv) {
       o.timeout = num(optarg, "--timeout");
       break;
     case 'F':
-      exit(free_port());
+      exit(wsl_free_port());
     case 'h':
       usage(0);
       break;
@@ -1187,30 +1007,24 @@ static void parse_args(int argc, char **argv) {
 }
 
 static void setup(void) {
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons((uint16_t)o.port);
-  if (inet_pton(AF_INET, o.host, &addr.sin_addr) != 1)
-    fail("--host: not an IPv4 address: %s", o.host);
+  wsl_addr(&addr, o.host, o.port);
   for (unsigned i = 0; i < o.nsub_ports; i++) {
     sub_addrs[i] = addr;
     sub_addrs[i].sin_port = htons((uint16_t)o.sub_ports[i]);
   }
   build_request();
-  if (!(conns = calloc(o.conns, sizeof *conns))) fail("out of memory");
+  if (!(conns = calloc(o.conns, sizeof *conns))) wsl_fail("out of memory");
   if (!(pub_sent_ns = calloc(total_messages, sizeof *pub_sent_ns)))
-    fail("out of memory");
+    wsl_fail("out of memory");
   if ((epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
-    fail("epoll: %s", strerror(errno));
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+    wsl_fail("epoll: %s", strerror(errno));
+  wsl_catch_signals();
 }
 
 static void poll_once(int timeout_ms) {
   static struct epoll_event evs[MAX_EVENTS];
   int n = epoll_wait(epfd, evs, MAX_EVENTS, timeout_ms);
-  if (n < 0 && errno != EINTR) fail("epoll_wait: %s", strerror(errno));
+  if (n < 0 && errno != EINTR) wsl_fail("epoll_wait: %s", strerror(errno));
   for (int i = 0; i < n; i++) {
     conn *c = evs[i].data.ptr;
     uint32_t e = evs[i].events;
@@ -1221,8 +1035,8 @@ static void poll_once(int timeout_ms) {
     if ((e & EPOLLOUT) && c->out_len > c->out_off) mark_dirty(c);
   }
   flush();
-  now_ns = clock_ns();
-  if (stop_signal) fail("interrupted");
+  now_ns = wsl_clock_ns();
+  if (wsl_stop) wsl_fail("interrupted");
 }
 
 /* Releases phase ph to the publisher and receives until every subscriber
@@ -1233,8 +1047,8 @@ static void run_phase(unsigned idx, uint64_t deadline) {
   uint64_t expected = (uint64_t)o.conns * ph->messages;
   double ssys0, ssys1;
   rinfo ri0 = redis_info();
-  double cpu0 = self_cpu(), scpu0 = servers_cpu(&ssys0);
-  uint64_t t0 = clock_ns();
+  double cpu0 = wsl_self_cpu(), scpu0 = servers_cpu(&ssys0);
+  uint64_t t0 = wsl_clock_ns();
   /* The publisher looks for the go every 20 ms: give it the time to see
    * it before the first message is due. */
   ph->start_ns = t0 + 50000000u;
@@ -1260,10 +1074,10 @@ static void run_phase(unsigned idx, uint64_t deadline) {
   /* Every publish of the phase answered (a second at most), so that the
    * acknowledgement histogram is whole. */
   uint64_t sent = atomic_load(&ph->sent), acks_due = ph->base + sent;
-  uint64_t ack_deadline = clock_ns() + 1000000000u;
-  while (atomic_load(&pub_acks) < acks_due && clock_ns() < ack_deadline)
+  uint64_t ack_deadline = wsl_clock_ns() + 1000000000u;
+  while (atomic_load(&pub_acks) < acks_due && wsl_clock_ns() < ack_deadline)
     poll_once(10);
-  double cpu1 = self_cpu(), scpu1 = servers_cpu(&ssys1);
+  double cpu1 = wsl_self_cpu(), scpu1 = servers_cpu(&ssys1);
   rinfo ri1 = redis_info();
   uint64_t pub_end = atomic_load(&ph->end_ns);
   uint64_t end = ph->last_ns ? ph->last_ns : now_ns;
@@ -1276,11 +1090,11 @@ static void run_phase(unsigned idx, uint64_t deadline) {
   double pub_rate =
       pub_secs > 0 && sent > 1 ? (double)(sent - 1) / pub_secs : 0;
   size_t hl = sizeof ph->hist / sizeof ph->hist[0];
-  double p50 = hist_pct(ph->hist, hl, 0.50) / 1e3;
-  double p99 = hist_pct(ph->hist, hl, 0.99) / 1e3;
+  double p50 = wsl_hist_pct(ph->hist, hl, 0.50) / 1e3;
+  double p99 = wsl_hist_pct(ph->hist, hl, 0.99) / 1e3;
   uint64_t acked = atomic_load(&ph->acked);
-  double ack50 = hist_pct(ph->ack_hist, hl, 0.50) / 1e3;
-  double ack99 = hist_pct(ph->ack_hist, hl, 0.99) / 1e3;
+  double ack50 = wsl_hist_pct(ph->ack_hist, hl, 0.50) / 1e3;
+  double ack99 = wsl_hist_pct(ph->ack_hist, hl, 0.99) / 1e3;
   /* Redis: the deltas, less the first INFO's reply and the second INFO's
    * request (the first request and the second reply fall outside) */
   bool rok = ri0.ok && ri1.ok;
@@ -1328,14 +1142,15 @@ static void run_phase(unsigned idx, uint64_t deadline) {
 }
 
 int main(int argc, char **argv) {
+  wsl_prog = "fanout";
   parse_args(argc, argv);
   setup();
-  uint64_t t0 = clock_ns(), deadline = t0 + (uint64_t)(o.timeout * 1e9);
+  uint64_t t0 = wsl_clock_ns(), deadline = t0 + (uint64_t)(o.timeout * 1e9);
   now_ns = t0;
   long rss0 = servers_rss_kb();
 
   pthread_t pt;
-  if (pthread_create(&pt, NULL, publisher, NULL)) fail("pthread_create");
+  if (pthread_create(&pt, NULL, publisher, NULL)) wsl_fail("pthread_create");
 
   /* 1. subscribe everyone, then let the server settle and read its RSS */
   while (ready < o.conns || !atomic_load(&pub_ready)) {
@@ -1343,7 +1158,7 @@ int main(int argc, char **argv) {
       open_next();
     poll_once(100);
     if (now_ns > deadline)
-      fail("timed out: %u of %u subscribed (%u connected)", ready, o.conns,
+      wsl_fail("timed out: %u of %u subscribed (%u connected)", ready, o.conns,
            opened);
   }
   double setup_secs = (double)(now_ns - t0) * 1e-9;
