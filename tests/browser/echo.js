@@ -19,6 +19,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
+// The 1 MiB messages' expected bytes, as www/echo.js makes them.
+const { noise: xorshift, bigText } = require('../lib/ws_test.js');
 
 const [portArg, outDir, mode] = process.argv.slice(2);
 const port = Number(portArg);
@@ -43,24 +45,6 @@ setTimeout(() => {
 // The values the page sends (kept in step with www/echo.js).
 const TEXT = 'hello from Chromium — ünïcødé 𝄞 ✓';
 const BINARY = Buffer.from(Array.from({ length: 256 }, (_, i) => 255 - i));
-
-function xorshift(n, seed) {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-
-function bigText(n) {
-  const unit = 'duplex ü € 𝄞 ';
-  const u = Buffer.byteLength(unit);
-  return unit.repeat(Math.floor(n / u)) + 'x'.repeat(n % u);
-}
 
 function fnv1a(bytes) {
   let h = 0x811c9dc5;

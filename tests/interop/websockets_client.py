@@ -10,21 +10,26 @@ PORT: default limits; SMALL_PORT: --max-message 1024; ORIGIN_PORT:
 exits 1 if any case failed. Every wait is bounded.
 """
 import asyncio
-import random
+import os
 import sys
 import time
 import traceback
 
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatusCode
+from websockets.exceptions import InvalidStatusCode
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory, PerMessageDeflate)
 from websockets.legacy.client import WebSocketClientProtocol
 
-MiB = 1024 * 1024
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "lib"))
+from ws_test import MiB, Client, big_text, cases, noise  # noqa: E402
+
 STEP = 20.0  # seconds, any single wait
 
 port, small_port, origin_port = (int(a) for a in sys.argv[1:4])
+client = Client(STEP)
+recv, echo, close_code_after = client.recv, client.echo, client.close_code_after
 
 
 def url(p):
@@ -41,53 +46,11 @@ class CountingProtocol(WebSocketClientProtocol):
 
 
 def connect(p, **kw):
-    kw.setdefault("compression", None)
-    kw.setdefault("max_size", 32 * MiB)
-    kw.setdefault("ping_interval", None)  # no pings of our own unless asked
-    kw.setdefault("open_timeout", STEP)
-    kw.setdefault("close_timeout", STEP)
     kw.setdefault("create_protocol", CountingProtocol)
-    return websockets.connect(url(p), **kw)
+    return client.connect(url(p), **kw)
 
 
-async def recv(ws):
-    return await asyncio.wait_for(ws.recv(), STEP)
-
-
-async def echo(ws, data):
-    await ws.send(data)
-    return await recv(ws)
-
-
-def noise(n, seed):
-    return random.Random(seed).randbytes(n)
-
-
-def big_text(n):
-    """Exactly n UTF-8 bytes with 1-, 2-, 3- and 4-byte sequences."""
-    unit = "duplex ü € 𝄞 "
-    u = len(unit.encode())
-    return unit * (n // u) + "x" * (n % u)
-
-
-async def close_code_after(ws):
-    """Waits for the server to close; returns the code it sent."""
-    try:
-        m = await recv(ws)
-        raise AssertionError(f"expected a close, got a message of {len(m)}")
-    except ConnectionClosed as e:
-        assert e.rcvd is not None, "connection closed without a close frame"
-        return e.rcvd.code
-
-
-CASES = []
-
-
-def case(name):
-    def add(fn):
-        CASES.append((name, fn))
-        return fn
-    return add
+CASES, case = cases()
 
 
 @case("text echo (UTF-8)")

@@ -10,6 +10,8 @@
 
 const assert = require('node:assert/strict');
 const WebSocket = require('ws');
+const { within, noise, bigText, wsClient, runCases } =
+  require('../lib/ws_test.js');
 
 const [port, smallPort, originPort] = process.argv.slice(2).map(Number);
 if (!port || !smallPort || !originPort) {
@@ -19,6 +21,8 @@ if (!port || !smallPort || !originPort) {
 const url = (p) => `ws://127.0.0.1:${p}/echo`;
 const MiB = 1024 * 1024;
 const STEP_MS = 20000; // any single wait
+const client = wsClient(STEP_MS);
+const { inbox, closed, echo } = client;
 
 // The whole run must finish well inside the driver's budget.
 setTimeout(() => {
@@ -26,94 +30,14 @@ setTimeout(() => {
   process.exit(1);
 }, 50000).unref();
 
-function within(ms, what, promise) {
-  let t;
-  const timeout = new Promise((_, reject) => {
-    t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
-}
-
-// Opens a connection; rejects on an error or a non-101 response. The 101
-// response is kept as ws.upgradeResponse (ws.extensions holds only the
-// extension names, the parameters are in the header).
+// Opens a connection (tests/lib/ws_test.js): rejects on an error or a
+// non-101 response; the 101 response is kept as ws.upgradeResponse.
 function open(p, opts = {}) {
-  const ws = new WebSocket(url(p), opts.protocols || [], {
+  return client.open(url(p), opts.protocols || [], {
     perMessageDeflate: false,
     maxPayload: 32 * MiB,
     ...opts.ws,
   });
-  ws.on('upgrade', (res) => { ws.upgradeResponse = res; });
-  return within(STEP_MS, 'open', new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-    ws.once('unexpected-response', (req, res) => {
-      reject(Object.assign(new Error(`HTTP ${res.statusCode}`),
-                           { status: res.statusCode }));
-      req.destroy();
-    });
-  }));
-}
-
-// A queue of received messages, so that none is lost between awaits. A
-// wait fails at once (with the close code) if the connection closes.
-function inbox(ws) {
-  const queue = [];
-  const waiters = [];
-  let closedWith = null;
-  ws.on('message', (data, isBinary) => {
-    const m = { data, isBinary };
-    if (waiters.length) waiters.shift().resolve(m);
-    else queue.push(m);
-  });
-  ws.on('close', (code, reason) => {
-    closedWith = new Error(`connection closed (code ${code} ` +
-                           `"${reason}") while waiting for a message`);
-    while (waiters.length) waiters.shift().reject(closedWith);
-  });
-  return () => within(STEP_MS, 'a message', new Promise((resolve, reject) => {
-    if (queue.length) resolve(queue.shift());
-    else if (closedWith) reject(closedWith);
-    else waiters.push({ resolve, reject });
-  }));
-}
-
-function closed(ws) {
-  return within(STEP_MS, 'close', new Promise((resolve) => {
-    if (ws.readyState === WebSocket.CLOSED) resolve({ code: ws._closeCode });
-    ws.once('close', (code, reason) =>
-      resolve({ code, reason: reason.toString() }));
-  }));
-}
-
-function sendAsync(ws, data, opts = {}) {
-  return new Promise((resolve, reject) =>
-    ws.send(data, opts, (err) => (err ? reject(err) : resolve())));
-}
-
-// Deterministic incompressible bytes (xorshift32).
-function noise(n, seed = 0x9e3779b9) {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-
-// Text of exactly n UTF-8 bytes with 1-, 2-, 3- and 4-byte sequences.
-function bigText(n) {
-  const unit = 'duplex ü € 𝄞 ';
-  const u = Buffer.byteLength(unit);
-  return unit.repeat(Math.floor(n / u)) + 'x'.repeat(n % u);
-}
-
-async function echo(ws, next, data, opts = {}) {
-  await sendAsync(ws, data, opts);
-  return next();
 }
 
 const cases = [];
@@ -356,18 +280,4 @@ test('--origin allow-list: 403 for another Origin, 101 for the listed one ' +
   ws.close(1000); await closed(ws);
 });
 
-(async () => {
-  let failed = 0;
-  for (const { name, fn } of cases) {
-    const t0 = Date.now();
-    try {
-      await fn();
-      console.log(`ok - ws: ${name} (${Date.now() - t0} ms)`);
-    } catch (e) {
-      failed++;
-      console.log(`not ok - ws: ${name}: ${e && e.stack ? e.stack : e}`);
-    }
-  }
-  console.log(`ws_client: ${cases.length - failed}/${cases.length} passed`);
-  process.exit(failed ? 1 : 0);
-})();
+runCases(cases, { prefix: 'ws', summary: 'ws_client', timed: true });

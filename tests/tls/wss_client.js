@@ -20,7 +20,8 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
-const WebSocket = require('ws');
+const { within, noise, bigText, wsClient, runCases } =
+  require('../lib/ws_test.js');
 
 const cfg = JSON.parse(process.argv[2] || '{}');
 if (!cfg.certs || !cfg.ports || !cfg.fp) {
@@ -30,98 +31,25 @@ if (!cfg.certs || !cfg.ports || !cfg.fp) {
 const CA = fs.readFileSync(path.join(cfg.certs, 'ca.pem'));
 const MiB = 1024 * 1024;
 const STEP_MS = 15000;
+const client = wsClient(STEP_MS);
+const { inbox, closed, echo } = client;
 
 setTimeout(() => {
   console.error('wss_client: watchdog: still running after 45 s');
   process.exit(1);
 }, 45000).unref();
 
-function within(ms, what, promise) {
-  let t;
-  const timeout = new Promise((_, reject) => {
-    t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
-}
-
 // Opens wss://HOST:PORT/echo trusting only the test CA. Rejects with the
 // client's error (a TLS verification error keeps its .code).
 function open(port, opts = {}) {
   const host = opts.host || 'localhost';
   const scheme = opts.scheme || 'wss';
-  const ws = new WebSocket(`${scheme}://${host}:${port}/echo`, {
+  return client.open(`${scheme}://${host}:${port}/echo`, [], {
     ca: CA,
     perMessageDeflate: false,
     maxPayload: 32 * MiB,
     ...opts.ws,
   });
-  ws.on('upgrade', (res) => { ws.upgradeResponse = res; });
-  return within(STEP_MS, 'open', new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-    ws.once('unexpected-response', (req, res) => {
-      reject(Object.assign(new Error(`HTTP ${res.statusCode}`),
-                           { status: res.statusCode }));
-      req.destroy();
-    });
-  }));
-}
-
-function inbox(ws) {
-  const queue = [];
-  const waiters = [];
-  let closedWith = null;
-  ws.on('message', (data, isBinary) => {
-    const m = { data, isBinary };
-    if (waiters.length) waiters.shift().resolve(m);
-    else queue.push(m);
-  });
-  ws.on('close', (code, reason) => {
-    closedWith = new Error(`connection closed (code ${code} ` +
-                           `"${reason}") while waiting for a message`);
-    while (waiters.length) waiters.shift().reject(closedWith);
-  });
-  return () => within(STEP_MS, 'a message', new Promise((resolve, reject) => {
-    if (queue.length) resolve(queue.shift());
-    else if (closedWith) reject(closedWith);
-    else waiters.push({ resolve, reject });
-  }));
-}
-
-function closed(ws) {
-  return within(STEP_MS, 'close', new Promise((resolve) => {
-    if (ws.readyState === WebSocket.CLOSED) resolve({ code: ws._closeCode });
-    ws.once('close', (code, reason) =>
-      resolve({ code, reason: reason.toString() }));
-  }));
-}
-
-function sendAsync(ws, data, opts = {}) {
-  return new Promise((resolve, reject) =>
-    ws.send(data, opts, (err) => (err ? reject(err) : resolve())));
-}
-
-async function echo(ws, next, data, opts = {}) {
-  await sendAsync(ws, data, opts);
-  return next();
-}
-
-function noise(n, seed = 0x9e3779b9) {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
-
-function bigText(n) {
-  const unit = 'duplex ü € 𝄞 ';
-  const u = Buffer.byteLength(unit);
-  return unit.repeat(Math.floor(n / u)) + 'x'.repeat(n % u);
 }
 
 // The connection error a client gets: resolves with the error (fails if
@@ -341,19 +269,4 @@ test('other.pem is otherwise valid: accepted for servername other.example',
   await closed(ws);
 });
 
-async function main() {
-  let failed = 0;
-  for (const { name, fn } of cases) {
-    try {
-      await fn();
-      console.log(`ok - node ws: ${name}`);
-    } catch (e) {
-      failed++;
-      console.log(`not ok - node ws: ${name}: ${e && e.stack ? e.stack : e}`);
-    }
-  }
-  console.log(`wss_client: ${cases.length - failed}/${cases.length} passed`);
-  process.exit(failed ? 1 : 0);
-}
-
-main();
+runCases(cases, { prefix: 'node ws', summary: 'wss_client' });

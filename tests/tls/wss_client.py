@@ -13,7 +13,6 @@ Every wait is bounded.
 """
 import asyncio
 import os
-import random
 import socket
 import ssl
 import sys
@@ -21,21 +20,23 @@ import threading
 import time
 import traceback
 
-import websockets
-from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "hostile"))
+sys.dont_write_bytecode = True  # keep the source tree clean
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "hostile"))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import hx  # noqa: E402  (raw frames and the upgrade request)
+from ws_test import MiB, Client, big_text, cases, noise  # noqa: E402
 
-MiB = 1024 * 1024
 STEP = 15.0  # seconds, any single wait
 
 certs = sys.argv[1]
 main_port, small_port, slow_port, slow_pid = (int(a) for a in sys.argv[2:6])
 slow_log = sys.argv[6]
 CA = os.path.join(certs, "ca.pem")
+client = Client(STEP)
+recv, echo, close_code_after = client.recv, client.echo, client.close_code_after
 
 
 def ssl_ctx(tls12=False):
@@ -47,55 +48,15 @@ def ssl_ctx(tls12=False):
 
 
 def connect(p, tls12=False, **kw):
-    kw.setdefault("compression", None)
-    kw.setdefault("max_size", 32 * MiB)
-    kw.setdefault("ping_interval", None)
-    kw.setdefault("open_timeout", STEP)
-    kw.setdefault("close_timeout", STEP)
-    return websockets.connect(f"wss://localhost:{p}/echo",
-                              ssl=ssl_ctx(tls12), **kw)
-
-
-async def recv(ws):
-    return await asyncio.wait_for(ws.recv(), STEP)
-
-
-async def echo(ws, data):
-    await ws.send(data)
-    return await recv(ws)
-
-
-def noise(n, seed):
-    return random.Random(seed).randbytes(n)
-
-
-def big_text(n):
-    unit = "duplex ü € 𝄞 "
-    u = len(unit.encode())
-    return unit * (n // u) + "x" * (n % u)
+    return client.connect(f"wss://localhost:{p}/echo", ssl=ssl_ctx(tls12),
+                          **kw)
 
 
 def tls_version(ws):
     return ws.transport.get_extra_info("ssl_object").version()
 
 
-async def close_code_after(ws):
-    try:
-        m = await recv(ws)
-        raise AssertionError(f"expected a close, got a message of {len(m)}")
-    except ConnectionClosed as e:
-        assert e.rcvd is not None, "connection closed without a close frame"
-        return e.rcvd.code
-
-
-CASES = []
-
-
-def case(name):
-    def add(fn):
-        CASES.append((name, fn))
-        return fn
-    return add
+CASES, case = cases()
 
 
 @case("wss echo: text, binary, 1 MiB binary, 1 MiB text (TLS 1.3)")
