@@ -8,6 +8,8 @@
 #   dx_server_stop VAR        SIGTERM; fails unless it exits 0 within 6 s
 #                             and its stderr has no sanitizer report
 #   dx_fail MSG               prints MSG and exits 1
+#   dx_require_browser        fails (never skips) unless DX_BIN, node,
+#                             /usr/bin/chromium and playwright-core are there
 #
 # The caller sets DX_BIN (the duplex binary) and DX_NAME (for messages).
 # Every server started here is killed (SIGKILL, by pid) on exit if it is
@@ -28,6 +30,15 @@ dx_cleanup() {
   done
   [[ -n "${DX_TMP:-}" && -d "$DX_TMP" ]] && rm -rf "$DX_TMP"
   return 0
+}
+
+dx_require_browser() {
+  [[ -x "$DX_BIN" ]] || dx_fail "no $DX_BIN (build the tools: -DDX_TOOLS=ON)"
+  command -v node >/dev/null || dx_fail "node is not installed (make deps)"
+  [[ -x /usr/bin/chromium ]] || dx_fail "no /usr/bin/chromium (make deps)"
+  (cd "${BASH_SOURCE[0]%/*}/../browser" &&
+    node -e 'require.resolve("playwright-core")' 2>/dev/null) ||
+    dx_fail "the npm package playwright-core is missing: run 'make deps-npm'"
 }
 
 dx_tmp_init() {

@@ -21,13 +21,8 @@ DX_NAME=browser_tls
 source "$src/tests/interop/server_lib.sh"
 
 # ---- prerequisites: missing ones fail the test, they never skip it -------
-[[ -x "$DX_BIN" ]] || dx_fail "no $DX_BIN (build the tools: -DDX_TOOLS=ON)"
-command -v node >/dev/null || dx_fail "node is not installed (make deps)"
+dx_require_browser # DX_BIN, node, chromium, playwright-core
 command -v openssl >/dev/null || dx_fail "openssl is not installed (make deps)"
-[[ -x /usr/bin/chromium ]] || dx_fail "no /usr/bin/chromium (make deps)"
-(cd "$src/tests/browser" && node -e 'require.resolve("playwright-core")' \
-  2>/dev/null) ||
-  dx_fail "the npm package playwright-core is missing: run 'make deps-npm'"
 
 dx_tmp_init browser-tls
 bash "$src/tests/tls/make_certs.sh" "$DX_TMP/certs" ||

@@ -57,30 +57,7 @@ certs=$DX_TMP/certs
 bash "$src/tests/tls/make_certs.sh" "$certs" || dx_fail "make_certs.sh failed"
 
 # Like dx_server_start, without --quiet: some checks read the server log.
-tls_server_start() {
-  local var=$1
-  shift
-  local out=$DX_TMP/$var.port err=$DX_TMP/$var.stderr port="" pid i
-  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=86} \
-  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
-    "$DX_BIN" serve --port 0 --print-port --host 127.0.0.1 "$@" \
-    >"$out" 2>"$err" &
-  pid=$!
-  DX_SERVER_PIDS+=("$pid")
-  for ((i = 0; i < 100; i++)); do
-    port=$(head -n1 "$out" 2>/dev/null || true)
-    [[ "$port" =~ ^[0-9]+$ ]] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if ! [[ "$port" =~ ^[0-9]+$ ]]; then
-    cat "$err" >&2
-    dx_fail "duplex serve $* did not print its port within 10 s"
-  fi
-  printf -v "${var}_PORT" '%s' "$port"
-  printf -v "${var}_PID" '%s' "$pid"
-  printf -v "${var}_ERR" '%s' "$err"
-}
+tls_server_start() { DX_SERVE_VERBOSE=1 dx_server_start "$@"; }
 
 # Static files: an HTML page, a stylesheet and 3 MiB of noise (the file
 # body over TLS goes through read-and-encrypt chunks, not sendfile).
