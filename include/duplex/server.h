@@ -24,6 +24,7 @@
 
 #include <duplex/common.h>
 #include <duplex/proto.h>
+#include <duplex/tls.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -126,6 +127,12 @@ typedef struct dx_server_config {
    * set, every connection is https:// / wss:// (TLS 1.2 and 1.3). */
   const char *tls_cert;
   const char *tls_key;
+  /* More certificates for other host names, chosen by the client's SNI
+   * (dx_tls_ctx_config.sni_certs says how); tls_cert stays the default
+   * for no SNI or an unknown name. Read at dx_server_start and on every
+   * reload: the array and its strings must outlive the server. */
+  const dx_tls_cert *tls_sni_certs;
+  size_t tls_nsni_certs;
 
   size_t max_message;      /* 0: 16 MiB (after decompression) */
   size_t max_connections;  /* whole server; 0: unlimited. Over: 503 */
@@ -157,7 +164,7 @@ typedef struct dx_server_config {
   const char *shutdown_reason; /* its reason; NULL: "server shutting down" */
   size_t max_body;        /* HTTP request body for HTTP routes; 0: 1 MiB */
   bool handle_signals;    /* SIGINT/SIGTERM → graceful shutdown; SIGHUP →
-                             reload the TLS certificate and key (without
+                             reload the TLS certificates and keys (without
                              TLS it is logged and ignored) */
 
   /* Load balancers in front. The client address (per-IP quota, accept
@@ -200,7 +207,8 @@ DX_API int dx_server_start(dx_server *srv);
  * it did not. */
 DX_API const char *dx_server_error(const dx_server *srv);
 
-/* Loads tls_cert/tls_key again (after a renewal). New connections use the
+/* Loads tls_cert/tls_key and every SNI certificate again (after a
+ * renewal): all of them or, if one fails, none. New connections use the
  * new certificate; open ones keep theirs. On failure the old one stays.
  * THREAD-SAFE. Returns 0, DX_ETLS (see dx_server_error), DX_ESTATE (no
  * TLS configured). */

@@ -35,6 +35,13 @@ extern "C" {
 typedef struct dx_tls_ctx dx_tls_ctx;
 typedef struct dx_tls dx_tls;
 
+/* One certificate (PEM chain, leaf first) and its unencrypted key;
+ * key_file NULL: the key is in cert_file too. */
+typedef struct dx_tls_cert {
+  const char *cert_file;
+  const char *key_file;
+} dx_tls_cert;
+
 typedef struct dx_tls_ctx_config {
   bool server;
   /* Server (required): PEM certificate (chain allowed: leaf first) and
@@ -42,6 +49,14 @@ typedef struct dx_tls_ctx_config {
    * Client: optional client certificate, same rules. */
   const char *cert_file;
   const char *key_file;
+  /* Server: more certificates, chosen by the client's SNI server name
+   * (RFC 6066 3): the first of cert_file, then these in order, whose
+   * names match it (subjectAltName DNS names, the CN only when there are
+   * none; case-insensitive; "*.example.com" stands for one whole label).
+   * No SNI or no match: cert_file, the default. Each must have a DNS name.
+   * The array is read during dx_tls_ctx_new only. Client: unused. */
+  const dx_tls_cert *sni_certs;
+  size_t nsni_certs;
   /* Client: CA bundle to trust instead of the system store (PEM). NULL:
    * the system trust store (OpenSSL's default paths). Server: unused. */
   const char *ca_file;
@@ -61,6 +76,8 @@ typedef struct dx_tls_ctx_config {
  *   "cannot load private key from key.pem: the key is encrypted
  *    (passphrases are not supported)"
  *   "private key key.pem does not match certificate cert.pem"
+ *   "certificate b.pem has no DNS name (subjectAltName or CN) to match a
+ *    client's server name against" (an SNI certificate)
  *   "cannot read CA file ca.pem: ..." / "cannot load CA file ca.pem: ..."
  * Never prompts for a passphrase. */
 DX_API dx_tls_ctx *dx_tls_ctx_new(const dx_tls_ctx_config *cfg, char *err,

@@ -77,6 +77,8 @@ void config_to_server(const serve_config *c, dx_server_config *o) {
   o->static_root = c->root;
   o->tls_cert = c->tls_cert;
   o->tls_key = c->tls_key;
+  o->tls_sni_certs = c->tls_sni;
+  o->tls_nsni_certs = c->tls_nsni;
   o->trusted_proxies = c->trusted_proxies;
   o->proxy_protocol = c->proxy_protocol;
   o->max_message = c->max_message;
@@ -573,10 +575,46 @@ static int set_scalar(ctx *c, const opt *o, const yaml_node_t *n) {
   }
 }
 
+/* tls: as a list of {cert, key} mappings: the first pair is the default,
+ * the others are chosen by the client's SNI server name. */
+static int set_tls_list(ctx *c, const yaml_node_t *n) {
+  yaml_node_item_t *it = n->data.sequence.items.start;
+  size_t count = (size_t)(n->data.sequence.items.top - it);
+  if (!count) return fail(c, n, "tls: an empty list (one {cert, key} a pair)");
+  dx_tls_cert *more = NULL;
+  if (count > 1 && !(more = arena_alloc(c->cfg, (count - 1) * sizeof *more)))
+    return fail(c, n, "out of memory");
+  const char *cert = NULL, *key = NULL;
+  for (size_t i = 0; i < count; i++) {
+    const yaml_node_t *item = yaml_document_get_node(c->doc, it[i]);
+    if (item->type != YAML_MAPPING_NODE)
+      return fail(c, item, "tls: each item is a mapping {cert, key}, not %s",
+                  is_null(item) ? "null" : type_name(item));
+    c->cfg->tls_cert = c->cfg->tls_key = NULL;
+    if (walk(c, item, TLS, "tls")) return -1;
+    if (!c->cfg->tls_cert)
+      return fail(c, item, "tls: item %zu needs cert", i + 1);
+    if (i == 0) {
+      cert = c->cfg->tls_cert;
+      key = c->cfg->tls_key;
+    } else {
+      more[i - 1] = (dx_tls_cert){c->cfg->tls_cert, c->cfg->tls_key};
+    }
+  }
+  c->cfg->tls_cert = cert;
+  c->cfg->tls_key = key;
+  c->cfg->tls_sni = more;
+  c->cfg->tls_nsni = count - 1;
+  c->tls_key_line = 0; /* every item was checked */
+  return 0;
+}
+
 static int set_value(ctx *c, const opt *o, const yaml_node_t *n) {
   if (is_null(n)) return 0; /* keeps the default */
   switch (o->k) {
   case K_MAP:
+    if (o->sub == TLS && n->type == YAML_SEQUENCE_NODE)
+      return set_tls_list(c, n);
     if (n->type != YAML_MAPPING_NODE)
       return fail(c, n, "%s: expected a mapping, got %s", o->key, type_name(n));
     return walk(c, n, o->sub, o->key);

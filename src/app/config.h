@@ -58,6 +58,8 @@ struct serve_config {
   int threads;          /* 0: one per core */
   const char *tls_cert; /* NULL: plain http/ws */
   const char *tls_key;
+  const dx_tls_cert *tls_sni; /* more pairs, chosen by SNI; NULL: none */
+  size_t tls_nsni;
 
   /* Endpoints. */
   const char *const *echo;    /* echo endpoint paths; NULL: none */

@@ -27,6 +27,9 @@ static const char *serve_help =
     "  --root DIR            serve static files from DIR\n"
     "  --tls-cert FILE       serve https:// and wss:// with this PEM chain\n"
     "  --tls-key FILE        its private key (SIGHUP reloads both)\n"
+    "                        repeat both in pairs, in order, for more host\n"
+    "                        names: the client's SNI picks the certificate\n"
+    "                        whose names match, the first is the default\n"
     "  --echo PATH           an echo WebSocket endpoint at PATH (repeatable)\n"
     "  --no-realtime         no /ws channel endpoint and no /api, /metrics\n"
     "  --threads N           event loops (default: one per core)\n"
@@ -87,6 +90,9 @@ typedef struct serve_opts {
   int nkeys;
   const char *proxies[MAX_LIST + 1];
   int nproxies;
+  const char *certs[MAX_LIST], *tls_keys[MAX_LIST]; /* flags, in order */
+  int ncerts, ntls_keys;
+  dx_tls_cert sni[MAX_LIST];
   bool no_realtime;
   bool print_port;
 } serve_opts;
@@ -277,6 +283,39 @@ static bool parse_count(const char *v, long max, long *out) {
   return true;
 }
 
+/* --tls-cert/--tls-key into the config. One of each (or either alone) is
+ * the single-pair form; several go in pairs, in order, the first being the
+ * default and the others chosen by SNI, and replace the file's tls list.
+ * Returns 0, or -1 after the usage message. */
+static int tls_flags(serve_opts *o) {
+  serve_config *c = &o->c;
+  if (o->ncerts <= 1 && o->ntls_keys <= 1) {
+    if (o->ncerts) {
+      c->tls_cert = o->certs[0];
+      c->tls_sni = NULL;
+      c->tls_nsni = 0;
+    }
+    if (o->ntls_keys) c->tls_key = o->tls_keys[0];
+    return 0;
+  }
+  if (o->ntls_keys && o->ntls_keys != o->ncerts) {
+    fprintf(stderr,
+            "duplex serve: %d --tls-cert but %d --tls-key: give them in "
+            "pairs, in order (--tls-cert a.pem --tls-key a.key --tls-cert "
+            "b.pem --tls-key b.key)\n",
+            o->ncerts, o->ntls_keys);
+    return -1;
+  }
+  c->tls_cert = o->certs[0];
+  c->tls_key = o->ntls_keys ? o->tls_keys[0] : NULL;
+  for (int i = 1; i < o->ncerts; i++)
+    o->sni[i - 1] =
+        (dx_tls_cert){o->certs[i], o->ntls_keys ? o->tls_keys[i] : NULL};
+  c->tls_sni = o->sni;
+  c->tls_nsni = (size_t)o->ncerts - 1;
+  return 0;
+}
+
 /* One flag into the config. Returns 0 or an exit status. */
 static int apply_flag(serve_opts *o, int ch, const char *v) {
   serve_config *c = &o->c;
@@ -304,10 +343,12 @@ static int apply_flag(serve_opts *o, int ch, const char *v) {
     c->node_id = v;
     break;
   case O_CERT:
-    c->tls_cert = v;
+    if (o->ncerts == MAX_LIST) return bad("--tls-cert", v, "too many");
+    o->certs[o->ncerts++] = v;
     break;
   case O_KEY:
-    c->tls_key = v;
+    if (o->ntls_keys == MAX_LIST) return bad("--tls-key", v, "too many");
+    o->tls_keys[o->ntls_keys++] = v;
     break;
   case O_ECHO:
     if (v[0] != '/') return bad("--echo", v, "a path starts with '/'");
@@ -494,6 +535,7 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
     fprintf(stderr, "duplex serve: unexpected argument '%s'\n", argv[optind]);
     return APP_USAGE;
   }
+  if (tls_flags(o)) return APP_USAGE;
   if (o->c.tls_key && !o->c.tls_cert) {
     fprintf(stderr, "duplex serve: --tls-key needs --tls-cert\n");
     return APP_USAGE;

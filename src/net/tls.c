@@ -32,6 +32,11 @@
 
 struct dx_tls_ctx {
   SSL_CTX *ssl;
+  /* Server: the SNI certificates after the first, each in an SSL_CTX of
+   * its own set up like ssl; a ClientHello naming one of them moves the
+   * connection over (servername_cb). */
+  SSL_CTX **sni;
+  size_t nsni;
   BIO_METHOD *sink;
   atomic_uint refs;
   bool server;
@@ -241,11 +246,11 @@ static bool is_mismatch(unsigned long e) {
           ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
 }
 
-static bool load_cert_and_key(dx_tls_ctx *c, const char *cert, const char *key,
+static bool load_cert_and_key(SSL_CTX *ssl, const char *cert, const char *key,
                               char *err, size_t errlen) {
   char tmp[128];
   if (!readable("certificate chain", cert, err, errlen)) return false;
-  if (SSL_CTX_use_certificate_chain_file(c->ssl, cert) != 1) {
+  if (SSL_CTX_use_certificate_chain_file(ssl, cert) != 1) {
     setmsg(err, errlen, "cannot load certificate chain from %s: %s", cert,
            first_reason(tmp, sizeof tmp));
     return false;
@@ -255,13 +260,13 @@ static bool load_cert_and_key(dx_tls_ctx *c, const char *cert, const char *key,
   /* SSL_CTX_use_PrivateKey_file already compares the key with a loaded
    * certificate of the same type; SSL_CTX_check_private_key catches a key
    * of another type, which OpenSSL would otherwise file in another slot. */
-  if (SSL_CTX_use_PrivateKey_file(c->ssl, key, SSL_FILETYPE_PEM) != 1) {
+  if (SSL_CTX_use_PrivateKey_file(ssl, key, SSL_FILETYPE_PEM) != 1) {
     if (is_mismatch(ERR_peek_error())) goto mismatch;
     setmsg(err, errlen, "cannot load private key from %s: %s", key,
            key_reason(tmp, sizeof tmp));
     return false;
   }
-  if (SSL_CTX_check_private_key(c->ssl) != 1) goto mismatch;
+  if (SSL_CTX_check_private_key(ssl) != 1) goto mismatch;
   return true;
 mismatch:
   setmsg(err, errlen, "private key %s does not match certificate %s", key,
@@ -290,21 +295,120 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
   return SSL_TLSEXT_ERR_NOACK;
 }
 
-static bool setup_server(dx_tls_ctx *c, const dx_tls_ctx_config *cfg, char *err,
-                         size_t errlen) {
-  if (!cfg->cert_file) {
-    setmsg(err, errlen, "a TLS server needs a certificate (cert_file)");
-    return false;
+/* SNI (RFC 6066 3): X509_check_host matches the subjectAltName DNS names
+ * (the CN only when there are none), case-insensitively, a "*." wildcard
+ * standing for exactly one whole label. */
+static bool cert_matches(SSL_CTX *ssl, const char *name) {
+  X509 *x = SSL_CTX_get0_certificate(ssl);
+  return x && X509_check_host(x, name, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                              NULL) == 1;
+}
+
+/* True when the certificate has a DNS name to match: a subjectAltName DNS
+ * entry, or (without any) a subject CN. */
+static bool cert_has_names(SSL_CTX *ssl) {
+  X509 *x = SSL_CTX_get0_certificate(ssl);
+  if (!x) return false;
+  GENERAL_NAMES *san = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+  if (san) {
+    bool dns = false;
+    for (int i = 0; i < sk_GENERAL_NAME_num(san) && !dns; i++)
+      dns = sk_GENERAL_NAME_value(san, i)->type == GEN_DNS;
+    GENERAL_NAMES_free(san);
+    if (dns) return true;
   }
-  if (!load_cert_and_key(c, cfg->cert_file, cfg->key_file, err, errlen))
-    return false;
+  ERR_clear_error();
+  return X509_NAME_get_index_by_NID(X509_get_subject_name(x), NID_commonName,
+                                    -1) >= 0;
+}
+
+/* Picks the certificate for the client's server name: the first pair whose
+ * names match, else the first (the default). Runs on the default SSL_CTX;
+ * SSL_set_SSL_CTX moves the connection to the chosen one, whose settings
+ * (ALPN, session id context) are the same. */
+static int servername_cb(SSL *ssl, int *alert, void *arg) {
+  const dx_tls_ctx *c = arg;
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (!name || !*name || cert_matches(c->ssl, name)) return SSL_TLSEXT_ERR_OK;
+  for (size_t i = 0; i < c->nsni; i++) {
+    if (cert_matches(c->sni[i], name)) {
+      if (!SSL_set_SSL_CTX(ssl, c->sni[i])) {
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+      }
+      break;
+    }
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *ssl_ctx_new(bool server) {
+  SSL_CTX *ssl =
+      SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  if (!ssl) return NULL;
+  /* TLS 1.0 and 1.1 are deprecated (RFC 8996). Renegotiation is a DoS and
+   * injection surface that nothing here needs. RELEASE_BUFFERS frees the
+   * record buffers of idle connections (~34 KiB each). */
+  SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
+  SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_default_passwd_cb(ssl, no_password);
+  return ssl;
+}
+
+/* Certificate, key, resumption and ALPN: what every server SSL_CTX of c
+ * (the default and the SNI ones) has. */
+static bool setup_server_ssl(dx_tls_ctx *c, SSL_CTX *ssl, const char *cert,
+                             const char *key, char *err, size_t errlen) {
+  if (!load_cert_and_key(ssl, cert, key, err, errlen)) return false;
   /* Resumption (the server's session cache, and TLS 1.3 tickets, which
    * OpenSSL issues by default) saves a full handshake on reconnects. The
    * id context is required for resumption once peers are verified. */
   static const unsigned char sid[] = "duplex";
-  SSL_CTX_set_session_cache_mode(c->ssl, SSL_SESS_CACHE_SERVER);
-  SSL_CTX_set_session_id_context(c->ssl, sid, sizeof sid - 1);
-  if (c->alpn_len) SSL_CTX_set_alpn_select_cb(c->ssl, alpn_select, c);
+  SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_SERVER);
+  SSL_CTX_set_session_id_context(ssl, sid, sizeof sid - 1);
+  if (c->alpn_len) SSL_CTX_set_alpn_select_cb(ssl, alpn_select, c);
+  return true;
+}
+
+static bool setup_server(dx_tls_ctx *c, const dx_tls_ctx_config *cfg, char *err,
+                         size_t errlen) {
+  char tmp[128];
+  if (!cfg->cert_file) {
+    setmsg(err, errlen, "a TLS server needs a certificate (cert_file)");
+    return false;
+  }
+  if (!setup_server_ssl(c, c->ssl, cfg->cert_file, cfg->key_file, err, errlen))
+    return false;
+  if (!cfg->nsni_certs) return true;
+  if (!(c->sni = calloc(cfg->nsni_certs, sizeof *c->sni))) {
+    setmsg(err, errlen, "out of memory");
+    return false;
+  }
+  for (size_t i = 0; i < cfg->nsni_certs; i++) {
+    const dx_tls_cert *p = &cfg->sni_certs[i];
+    if (!p->cert_file) {
+      setmsg(err, errlen, "SNI certificate %zu has no certificate file", i + 2);
+      return false;
+    }
+    if (!(c->sni[i] = ssl_ctx_new(true))) {
+      setmsg(err, errlen, "cannot create a TLS context: %s",
+             first_reason(tmp, sizeof tmp));
+      return false;
+    }
+    c->nsni = i + 1;
+    if (!setup_server_ssl(c, c->sni[i], p->cert_file, p->key_file, err, errlen))
+      return false;
+    if (!cert_has_names(c->sni[i])) {
+      setmsg(err, errlen,
+             "certificate %s has no DNS name (subjectAltName or CN) to match "
+             "a client's server name against",
+             p->cert_file);
+      return false;
+    }
+  }
+  SSL_CTX_set_tlsext_servername_callback(c->ssl, servername_cb);
+  SSL_CTX_set_tlsext_servername_arg(c->ssl, c);
   return true;
 }
 
@@ -312,7 +416,7 @@ static bool setup_client(dx_tls_ctx *c, const dx_tls_ctx_config *cfg, char *err,
                          size_t errlen) {
   char tmp[128];
   if (cfg->cert_file &&
-      !load_cert_and_key(c, cfg->cert_file, cfg->key_file, err, errlen))
+      !load_cert_and_key(c->ssl, cfg->cert_file, cfg->key_file, err, errlen))
     return false;
   /* SSL_CTX_set_alpn_protos returns 0 on success. */
   if (c->alpn_len &&
@@ -368,19 +472,12 @@ dx_tls_ctx *dx_tls_ctx_new(const dx_tls_ctx_config *cfg, char *err,
     memcpy(c->alpn + 1, cfg->alpn, alpn_len);
     c->alpn_len = alpn_len + 1;
   }
-  c->ssl = SSL_CTX_new(cfg->server ? TLS_server_method() : TLS_client_method());
+  c->ssl = ssl_ctx_new(cfg->server);
   if (!c->ssl) {
     setmsg(err, errlen, "cannot create a TLS context: %s",
            first_reason(tmp, sizeof tmp));
     goto fail;
   }
-  /* TLS 1.0 and 1.1 are deprecated (RFC 8996). Renegotiation is a DoS and
-   * injection surface that nothing here needs. RELEASE_BUFFERS frees the
-   * record buffers of idle connections (~34 KiB each). */
-  SSL_CTX_set_min_proto_version(c->ssl, TLS1_2_VERSION);
-  SSL_CTX_set_options(c->ssl, SSL_OP_NO_RENEGOTIATION);
-  SSL_CTX_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
-  SSL_CTX_set_default_passwd_cb(c->ssl, no_password);
   if (!(cfg->server ? setup_server(c, cfg, err, errlen)
                     : setup_client(c, cfg, err, errlen)))
     goto fail;
@@ -405,6 +502,9 @@ void dx_tls_ctx_unref(dx_tls_ctx *ctx) {
     return;
   atomic_thread_fence(memory_order_acquire);
   SSL_CTX_free(ctx->ssl);
+  for (size_t i = 0; i < ctx->nsni; i++)
+    SSL_CTX_free(ctx->sni[i]);
+  free(ctx->sni);
   free(ctx);
 }
 

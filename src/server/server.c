@@ -381,6 +381,8 @@ static dx_tls_ctx *load_tls(dx_server *srv) {
   dx_tls_ctx_config tc = {.server = true,
                           .cert_file = srv->cfg.tls_cert,
                           .key_file = srv->cfg.tls_key,
+                          .sni_certs = srv->cfg.tls_sni_certs,
+                          .nsni_certs = srv->cfg.tls_nsni_certs,
                           .alpn = "http/1.1"};
   char err[200];
   dx_tls_ctx *ctx = dx_tls_ctx_new(&tc, err, sizeof err);
@@ -416,6 +418,11 @@ int dx_server_start(dx_server *srv) {
   if ((srv->cfg.tls_cert != NULL) != (srv->cfg.tls_key != NULL) &&
       !srv->cfg.tls_cert) {
     snprintf(srv->error, sizeof srv->error, "TLS: a key needs a certificate");
+    return DX_EINVAL;
+  }
+  if (srv->cfg.tls_nsni_certs && !srv->cfg.tls_cert) {
+    snprintf(srv->error, sizeof srv->error,
+             "TLS: SNI certificates need a default certificate (tls_cert)");
     return DX_EINVAL;
   }
   if (srv->cfg.tls_cert && !srv->tls_ctx && !(srv->tls_ctx = load_tls(srv)))

@@ -271,6 +271,40 @@ static void test_overlay_and_nulls(void) {
   config_free(&c);
 }
 
+/* tls: as a list of pairs: the first is the default, the rest go to
+ * tls_sni in order; a key may be left out (it is in the cert file). */
+static void test_tls_list(void) {
+  serve_config c;
+  char err[256] = "";
+  CHECK_INT(load("tls:\n"
+                 "  - {cert: a.pem, key: a.key}\n"
+                 "  - cert: b.pem\n"
+                 "    key: b.key\n"
+                 "  - {cert: both.pem}\n",
+                 &c, err, sizeof err, false),
+            0);
+  CHECK_STR(c.tls_cert, "a.pem");
+  CHECK_STR(c.tls_key, "a.key");
+  CHECK_INT(c.tls_nsni, 2);
+  CHECK_STR(c.tls_sni[0].cert_file, "b.pem");
+  CHECK_STR(c.tls_sni[0].key_file, "b.key");
+  CHECK_STR(c.tls_sni[1].cert_file, "both.pem");
+  CHECK(!c.tls_sni[1].key_file);
+  dx_server_config s = {0};
+  config_to_server(&c, &s);
+  CHECK(s.tls_sni_certs == c.tls_sni && s.tls_nsni_certs == 2);
+  config_free(&c);
+  /* One item is the single-pair form; the mapping form has no extras. */
+  CHECK_INT(load("tls: [{cert: a.pem}]\n", &c, err, sizeof err, false), 0);
+  CHECK_STR(c.tls_cert, "a.pem");
+  CHECK(!c.tls_key && !c.tls_sni && c.tls_nsni == 0);
+  config_free(&c);
+  CHECK_INT(
+      load("tls: {cert: a.pem, key: a.key}\n", &c, err, sizeof err, false), 0);
+  CHECK(!c.tls_sni && c.tls_nsni == 0);
+  config_free(&c);
+}
+
 static void test_env(void) {
   serve_config c;
   char err[256];
@@ -377,6 +411,12 @@ static const bad_case BAD[] = {
     {"auth:\n  ticket_ttl: 0\n", 2, "ticket_ttl: '0'"},
     {"auth:\n  ticket_max: 0\n", 2, "ticket_max: '0'"},
     {"tls:\n  key: k.pem\n", 2, "tls: key needs cert"},
+    {"tls:\n  - {cert: a.pem}\n  - {key: b.key}\n", 3,
+     "tls: item 2 needs cert"},
+    {"tls: []\n", 1, "tls: an empty list"},
+    {"tls:\n  - a.pem\n", 2,
+     "tls: each item is a mapping {cert, key}, not a scalar"},
+    {"tls:\n  - {cert: a.pem, crt: b}\n", 2, "unknown key 'crt' in tls"},
     {"host: ${DX_TEST_UNSET_VARIABLE}\n", 1,
      "${DX_TEST_UNSET_VARIABLE}: environment variable not set"},
     {"host: ${1abc}\n", 1, "bad ${...}"},
@@ -461,6 +501,7 @@ int main(void) {
   RUN(test_example_file);
   RUN(test_full_file);
   RUN(test_overlay_and_nulls);
+  RUN(test_tls_list);
   RUN(test_env);
   RUN(test_errors);
   RUN(test_missing_file);

@@ -25,6 +25,13 @@
 #   reload   SIGHUP swaps the certificate without dropping connections;
 #            a garbage file, a key mismatch or an encrypted key is logged
 #            and the old certificate kept (tests/tls/reload.js)
+#   sni      several --tls-cert/--tls-key pairs (a.test, *.b.test): each
+#            SNI name gets its certificate, no SNI or an unknown name the
+#            first; wss echo verified as each name; SIGHUP with the second
+#            replaced serves the new one without dropping an open
+#            connection, a bad second key on SIGHUP keeps the old set
+#            (tests/tls/sni_check.py); a bad pair at startup, uneven
+#            flags, and the config file's tls list
 #   aborts   200 handshakes aborted or garbled in 13 ways
 #            (tests/tls/abort_handshakes.js): the server's fd count comes
 #            back to where it started, and it still serves
@@ -309,6 +316,70 @@ reload_cfg=$(printf '{"port":%s,"pid":%s,"log":"%s","ca":"%s","live":"%s","one":
   "$serial_two")
 run "SIGHUP certificate reload" node "$src/tests/tls/reload.js" "$reload_cfg"
 
+# ---- SNI: several certificates -----------------------------------------------
+echo "== SNI with several certificates"
+sni=$DX_TMP/sni
+mkdir -p "$sni"
+selfsigned() { # selfsigned NAME SERIAL SUBJECT [SAN]
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$sni/$1.key" -out "$sni/$1.pem" -days 2 -set_serial "$2" \
+    -subj "$3" ${4:+-addext "subjectAltName=$4"} 2>>"$sni/gen.err"
+}
+{
+  selfsigned a 0xA1 /CN=a.test DNS:a.test &&
+    selfsigned b 0xB1 /CN=wildcard DNS:*.b.test &&
+    selfsigned b2 0xB2 /CN=wildcard DNS:*.b.test &&
+    selfsigned noname 0xC1 /O=nameless
+} || {
+  cat "$sni/gen.err" >&2
+  dx_fail "could not make the SNI certificates"
+}
+cat "$sni/a.pem" "$sni/b.pem" "$sni/b2.pem" >"$sni/ca.pem"
+cp "$sni/b.pem" "$sni/b1.pem" # b.pem/b.key are replaced by the reload
+cp "$sni/b.key" "$sni/b1.key"
+tls_server_start SNI --tls-cert "$sni/a.pem" --tls-key "$sni/a.key" \
+  --tls-cert "$sni/b.pem" --tls-key "$sni/b.key" --echo /echo
+run "SNI picks the certificate; SIGHUP reloads every pair" "$PY" \
+  "$src/tests/tls/sni_check.py" "$SNI_PORT" "$SNI_PID" "$SNI_ERR" "$sni"
+
+start_fails "SNI: a second key that does not match its certificate" \
+  'a\.key does not match certificate .*b1\.pem' \
+  --tls-cert "$sni/a.pem" --tls-key "$sni/a.key" \
+  --tls-cert "$sni/b1.pem" --tls-key "$sni/a.key"
+start_fails "SNI: an unreadable second certificate" \
+  'missing\.pem.*No such file' --tls-cert "$sni/a.pem" --tls-key \
+  "$sni/a.key" --tls-cert "$sni/missing.pem" --tls-key "$sni/b1.key"
+start_fails "SNI: a second certificate without names" \
+  'noname\.pem has no DNS name' --tls-cert "$sni/a.pem" --tls-key \
+  "$sni/a.key" --tls-cert "$sni/noname.pem" --tls-key "$sni/noname.key"
+rc=0
+out=$(timeout 10 "$DX_BIN" serve --port 0 --echo /echo --tls-cert \
+  "$sni/a.pem" --tls-key "$sni/a.key" --tls-cert "$sni/b1.pem" \
+  </dev/null 2>&1 >/dev/null) || rc=$?
+((rc == 2)) && grep -q 'in pairs' <<<"$out"
+check "SNI: two --tls-cert with one --tls-key is a usage error (exit 2)" $? \
+  "exit $rc: $out"
+# The config file's list form (the first pair is the default).
+cat >"$sni/duplex.yaml" <<EOF
+tls:
+  - {cert: $sni/a.pem, key: $sni/a.key}
+  - cert: $sni/b1.pem
+    key: $sni/b1.key
+echo: [/echo]
+EOF
+tls_server_start SNICONF --config "$sni/duplex.yaml"
+sni_serial() { # sni_serial PORT [NAME]: the serial of the certificate served
+  local name=(-noservername)
+  [[ -n ${2:-} ]] && name=(-servername "$2")
+  timeout 10 openssl s_client -connect "127.0.0.1:$1" "${name[@]}" \
+    </dev/null 2>/dev/null | openssl x509 -noout -serial
+}
+r="$(sni_serial "$SNICONF_PORT" x.b.test) $(sni_serial "$SNICONF_PORT" a.test)"
+r+=" $(sni_serial "$SNICONF_PORT" other.test) $(sni_serial "$SNICONF_PORT")"
+[[ $r == "serial=B1 serial=A1 serial=A1 serial=A1" ]]
+check "config tls list: s_client x.b.test gets B; a.test, other.test, no SNI A" \
+  $? "$r"
+
 # ---- aborted handshakes free everything ------------------------------------
 echo "== aborted handshakes"
 fds() { find "/proc/$ABUSE_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
@@ -362,7 +433,8 @@ check "https: a slow download (16 MiB at 800 KB/s) that keeps draining is not cu
 # so far first.)
 ((${#failed[@]})) &&
   printf '%s: failed so far: %s\n' "$DX_NAME" "$(IFS=,; echo "${failed[*]}")"
-for s in MAIN CHAIN SMALL SLOW PLAIN OTHER EXPIRED SELF RELOAD ABUSE BOTH; do
+for s in MAIN CHAIN SMALL SLOW PLAIN OTHER EXPIRED SELF RELOAD ABUSE BOTH \
+  SNI SNICONF; do
   dx_server_stop "$s"
 done
 
