@@ -141,20 +141,31 @@ static void release(dx_pubsub *ps, dx_ps_msg *m) {
     dx__ps_msg_discard(ps, m);
 }
 
+/* A fresh message holding data[0..len) and the topic, LOCKED with a
+ * reference (made when create). NULL with *rc (0: no such topic) and
+ * nothing left allocated on failure. */
+static dx__ps_topic *prepare(dx_pubsub *ps, const char *topic, bool create,
+                             const void *data, size_t len, dx_ps_msg **m,
+                             int *rc) {
+  if (!(*m = dx__ps_msg_new(ps, data, len))) {
+    *rc = DX_ENOMEM;
+    return NULL;
+  }
+  dx__ps_topic *t = dx__ps_acquire(ps, topic, create, rc);
+  if (!t) dx__ps_msg_discard(ps, *m);
+  return t;
+}
+
 /* ---- the in-process backplane ---- */
 
 static int local_publish(void *ud, dx_pubsub *ps, const char *topic,
                          const void *data, size_t len, uint64_t now_ms,
                          dx_ps_done_fn done, void *done_ud) {
   (void)ud;
-  dx_ps_msg *m = dx__ps_msg_new(ps, data, len);
-  if (!m) return DX_ENOMEM;
+  dx_ps_msg *m;
   int rc;
-  dx__ps_topic *t = dx__ps_acquire(ps, topic, true, &rc);
-  if (!t) {
-    dx__ps_msg_discard(ps, m);
-    return rc;
-  }
+  dx__ps_topic *t = prepare(ps, topic, true, data, len, &m, &rc);
+  if (!t) return rc;
   dx__ps_trim(t, now_ms);
   rc = commit(t, m, t->seq + 1, now_ms);
   dx_ps_published out = {.seq = t->seq};
@@ -192,11 +203,9 @@ int dx_ps_publish(dx_pubsub *ps, const char *topic, const void *data,
 
 /* ---- from a backplane ---- */
 
-int dx__ps_notice(dx__ps_topic *t, dx_ps_kind kind, const dx_ps_gap *gap,
-                  int err) {
-  dx_pubsub *ps = t->ps;
-  dx_ps_msg *m = dx__ps_msg_new(ps, gap, gap ? sizeof *gap : 0);
-  if (!m) return DX_ENOMEM;
+/* Hands an unsequenced message (fresh: the caller's one reference, which
+ * this takes) to every shard with subscribers. t locked. */
+static void hand_out(dx__ps_topic *t, dx_ps_msg *m, dx_ps_kind kind, int err) {
   m->kind = (uint8_t)kind;
   m->err = err;
   m->gen = t->gen;
@@ -204,6 +213,13 @@ int dx__ps_notice(dx__ps_topic *t, dx_ps_kind kind, const dx_ps_gap *gap,
   atomic_fetch_add(&t->refs, 1);
   deliver_all(t, m);
   dx_ps_msg_decref(m);
+}
+
+int dx__ps_notice(dx__ps_topic *t, dx_ps_kind kind, const dx_ps_gap *gap,
+                  int err) {
+  dx_ps_msg *m = dx__ps_msg_new(t->ps, gap, gap ? sizeof *gap : 0);
+  if (!m) return DX_ENOMEM;
+  hand_out(t, m, kind, err);
   return 0;
 }
 
@@ -234,14 +250,10 @@ int dx_ps_ingest(dx_pubsub *ps, const char *topic, const char *epoch,
   if (!dx_ps_topic_valid(topic) || !dx__ps_epoch_valid(epoch) || seq == 0 ||
       (len && !data))
     return DX_EINVAL;
-  dx_ps_msg *m = dx__ps_msg_new(ps, data, len);
-  if (!m) return DX_ENOMEM;
+  dx_ps_msg *m;
   int rc;
-  dx__ps_topic *t = dx__ps_acquire(ps, topic, true, &rc);
-  if (!t) {
-    dx__ps_msg_discard(ps, m);
-    return rc;
-  }
+  dx__ps_topic *t = prepare(ps, topic, true, data, len, &m, &rc);
+  if (!t) return rc;
   if (strcmp(t->epoch, epoch) != 0)
     rc = new_epoch(t, epoch, seq - 1);
   else if (seq <= t->seq)
@@ -296,20 +308,12 @@ int dx_ps_sync_failed(dx_pubsub *ps, const char *topic, int err) {
 int dx_ps_broadcast(dx_pubsub *ps, const char *topic, const void *frame,
                     size_t len) {
   if (!dx_ps_topic_valid(topic) || (len && !frame)) return DX_EINVAL;
-  dx_ps_msg *m = dx__ps_msg_new(ps, frame, len);
-  if (!m) return DX_ENOMEM;
+  dx_ps_msg *m;
   int rc;
-  dx__ps_topic *t = dx__ps_acquire(ps, topic, false, &rc);
-  if (!t) {
-    dx__ps_msg_discard(ps, m);
-    return rc;
-  }
-  m->kind = DX_PS_BROADCAST;
-  m->topic = t;
-  atomic_fetch_add(&t->refs, 1);
-  deliver_all(t, m);
+  dx__ps_topic *t = prepare(ps, topic, false, frame, len, &m, &rc);
+  if (!t) return rc;
+  hand_out(t, m, DX_PS_BROADCAST, 0);
   pthread_mutex_unlock(&t->lock);
-  dx_ps_msg_decref(m);
   dx__ps_topic_decref(t);
   return 0;
 }
