@@ -259,8 +259,8 @@ static void complete_subscribe(realtime *rt, dx_conn *c, dx_ps_sub *sub,
 
 /* A backplane lost messages of a live subscription (or the topic's stream
  * restarted): the usual gap notice, in order with the messages. */
-static void send_live_gap(realtime *rt, dx_conn *c, rt_conn *rc,
-                          const char *topic, const dx_ps_gap *g) {
+static void send_live_gap(dx_conn *c, rt_conn *rc, const char *topic,
+                          const dx_ps_gap *g) {
   rt_pending *p = NULL;
   for (size_t i = 0; i < rc->npend; i++)
     if (strcmp(rc->pend[i].topic, topic) == 0) p = &rc->pend[i];
@@ -281,7 +281,6 @@ static void send_live_gap(realtime *rt, dx_conn *c, rt_conn *rc,
                         topic, "from", (json_int_t)g->from, "to",
                         (json_int_t)g->to, "epoch", g->epoch, "reason",
                         g->reason == DX_PS_GAP_EPOCH ? "epoch" : "dropped");
-  (void)rt;
   send_json(c, j);
 }
 
@@ -295,7 +294,7 @@ static void send_to_sub(void *ud, dx_ps_sub *sub, dx_ps_msg *msg) {
   if (kind == DX_PS_GAP) {
     dx_ps_gap g;
     if (dx_ps_msg_gap(msg, &g) == 0)
-      send_live_gap(rt, c, rc, dx_ps_msg_topic(msg), &g);
+      send_live_gap(c, rc, dx_ps_msg_topic(msg), &g);
     return;
   }
   bool held = rc->npend != 0; /* keep order behind what is held back */
@@ -636,9 +635,33 @@ static json_t *pub_answer(const pub_wait *w, int *status) {
   return j;
 }
 
-static void pub_free(pub_wait *w) {
+/* Answers a request deferred with dx_http_defer, from any thread: obj
+ * (taken) as a JSON body and a newline. */
+static void defer_reply_json(realtime *rt, uint64_t token, int status,
+                             json_t *obj) {
+  char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+  json_decref(obj);
+  size_t n = s ? strlen(s) : 0;
+  if (s) s[n] = '\n';
+  dx_server_http_reply(rt->srv, token, s ? status : 500, "application/json",
+                       s ? s : "", s ? n + 1 : 0, NULL);
+  free(s);
+}
+
+/* Where a publish waits for its answer: on the caller's stack in-process
+ * (the answer comes before dx_ps_publish_async returns), on the heap with
+ * Redis (it comes later, from another thread). NULL: out of memory. */
+static pub_wait *pub_new(realtime *rt, pub_wait *local) {
+  pub_wait *w = rt->redis ? calloc(1, sizeof *w) : local;
+  if (!w) return NULL;
+  if (w == local) memset(w, 0, sizeof *w);
+  w->rt = rt;
+  return w;
+}
+
+static void pub_free(pub_wait *w, pub_wait *local) {
   json_decref(w->id);
-  free(w);
+  if (w != local) free(w);
 }
 
 static void pub_done(void *ud, int rc, const dx_ps_published *out) {
@@ -648,20 +671,18 @@ static void pub_done(void *ud, int rc, const dx_ps_published *out) {
   int expect = PUB_CALLING;
   if (atomic_compare_exchange_strong(&w->state, &expect, PUB_DONE_INLINE))
     return; /* the caller answers */
+  /* Later, so from the heap (pub_new): Redis answered. */
   int status;
   json_t *j = pub_answer(w, &status);
-  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-  json_decref(j);
-  if (s && w->http) {
-    size_t n = strlen(s);
-    s[n] = '\n';
-    dx_server_http_reply(w->rt->srv, w->token, status, "application/json", s,
-                         n + 1, NULL);
-  } else if (s) {
-    dx_server_send(w->rt->srv, w->conn, DX_OP_TEXT, s, strlen(s));
+  if (w->http) {
+    defer_reply_json(w->rt, w->token, status, j);
+  } else {
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (s) dx_server_send(w->rt->srv, w->conn, DX_OP_TEXT, s, strlen(s));
+    free(s);
   }
-  free(s);
-  pub_free(w);
+  pub_free(w, NULL);
 }
 
 /* Publishes; returns NULL when the answer is already in *w (the caller
@@ -692,12 +713,11 @@ static void op_publish(realtime *rt, dx_conn *c, json_t *req) {
   json_t *data = json_object_get(req, "data");
   if (!data) return send_error(rt, c, req, C_BAD_REQUEST, "publish needs data");
   char *s = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-  pub_wait *w = s ? calloc(1, sizeof *w) : NULL;
+  pub_wait local, *w = s ? pub_new(rt, &local) : NULL;
   if (!w) {
     free(s);
     return send_error(rt, c, req, C_BAD_REQUEST, "out of memory");
   }
-  w->rt = rt;
   w->conn = dx_conn_id(c);
   w->id = json_incref(json_object_get(req, "id"));
   snprintf(w->topic, sizeof w->topic, "%s", topic);
@@ -707,7 +727,7 @@ static void op_publish(realtime *rt, dx_conn *c, json_t *req) {
   if (later) return;
   int status;
   send_json(c, pub_answer(w, &status));
-  pub_free(w);
+  pub_free(w, &local);
 }
 
 typedef struct pres_wait {
@@ -1039,14 +1059,13 @@ static void api_publish(dx_http_exchange *x, const dx_http_view *v, void *ud) {
     return reply_code(x, 400, "bad_request", "the body needs \"data\"");
   }
   char *s = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-  pub_wait *w = s ? calloc(1, sizeof *w) : NULL;
+  pub_wait local, *w = s ? pub_new(rt, &local) : NULL;
   if (w) snprintf(w->topic, sizeof w->topic, "%s", topic);
   json_decref(body);
   if (!w) {
     free(s);
     return reply_error(x, 500, "out of memory");
   }
-  w->rt = rt;
   w->http = true;
   /* With Redis the answer comes later, maybe from the backplane's thread
    * before dx_ps_publish_async has even returned: defer first. */
@@ -1063,18 +1082,11 @@ static void api_publish(dx_http_exchange *x, const dx_http_view *v, void *ud) {
                   "the server is at its topic limit");
     status = 503;
   }
-  if (!w->token) {
+  if (w->token)
+    defer_reply_json(rt, w->token, status, j);
+  else
     reply_json(x, status, j);
-  } else {
-    char *out = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    size_t n = out ? strlen(out) : 0;
-    if (out) out[n] = '\n';
-    dx_server_http_reply(rt->srv, w->token, status, "application/json",
-                         out ? out : "", out ? n + 1 : 0, NULL);
-    free(out);
-  }
-  pub_free(w);
+  pub_free(w, &local);
 }
 
 static void add_topic(void *ud, const dx_ps_topic_info *t) {
@@ -1144,13 +1156,7 @@ static void topics_answer(void *ud, int rc, const dx_ps_redis_topic *t,
     j = json_pack("{s:s, s:s}", "error", "unavailable", "message",
                   UNAVAILABLE_MSG);
   }
-  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-  json_decref(j);
-  size_t len = s ? strlen(s) : 0;
-  if (s) s[len] = '\n';
-  dx_server_http_reply(rt->srv, w->token, s ? status : 500,
-                       "application/json", s ? s : "", s ? len + 1 : 0, NULL);
-  free(s);
+  defer_reply_json(rt, w->token, status, j);
   free(w);
 }
 
