@@ -254,6 +254,7 @@ struct dx_ps_redis {
   char sha[S_COUNT][41];
   size_t history;
   uint64_t ttl_ms, timeout_ms;
+  char hist_s[24], ttl_s[24]; /* the two as script arguments */
   size_t max_inflight;
 
   pthread_mutex_t mu;
@@ -275,6 +276,8 @@ struct dx_ps_redis {
   uint64_t connect_started, last_progress, last_ping;
   size_t cmds_waiting; /* commands sent on cmd, not answered */
   uint64_t last_counts, last_presence;
+  char epoch_seed[DX_PS_EPOCH_MAX + 1]; /* see candidate_epoch */
+  uint64_t epoch_n;
   dx_timer tick, retry;
 };
 
@@ -615,6 +618,10 @@ static void auth(dx_ps_redis *r, rlink *l) {
 
 static void connect_now(dx_ps_redis *r) {
   r->sub_ready = r->cmd_ready = false;
+  if (dx__ps_random_epoch(r->epoch_seed) < 0) {
+    teardown(r, "no randomness for new epochs", NULL);
+    return;
+  }
   r->cmds_waiting = 0;
   r->connect_started = now_ms(r);
   pthread_mutex_lock(&r->mu);
@@ -721,24 +728,30 @@ static void publish_reply(redisAsyncContext *ac, void *reply, void *pd) {
   free(q);
 }
 
+/* The epoch a script makes when the topic's hash is missing. Unique
+ * without a RAND_bytes per publish: random per connection (epoch_seed,
+ * made at each connect), then a count. */
+static void candidate_epoch(dx_ps_redis *r, char out[DX_PS_EPOCH_MAX + 1]) {
+  snprintf(out, DX_PS_EPOCH_MAX + 1, "%.12s%.16llx", r->epoch_seed,
+           (unsigned long long)++r->epoch_n);
+}
+
 static void send_publish(dx_ps_redis *r, pub_req *q) {
   char hkey[DX_PS_TOPIC_MAX + 70], skey[DX_PS_TOPIC_MAX + 70];
   snprintf(hkey, sizeof hkey, "%st:%s", r->prefix, q->topic);
   snprintf(skey, sizeof skey, "%ss:%s", r->prefix, q->topic);
-  char epoch[DX_PS_EPOCH_MAX + 1], hist[24], ttl[24];
-  if (dx__ps_random_epoch(epoch) < 0) epoch[0] = '\0';
-  snprintf(hist, sizeof hist, "%zu", r->history);
-  snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)r->ttl_ms);
-  const char *argv[11] = {"EVALSHA", r->sha[S_PUBLISH], "2",   hkey,
-                          skey,      (char *)q->data, epoch, hist,
-                          ttl,       r->channel,      q->topic};
+  char epoch[DX_PS_EPOCH_MAX + 1];
+  candidate_epoch(r, epoch);
+  const char *argv[11] = {"EVALSHA", r->sha[S_PUBLISH], "2",    hkey,
+                          skey,      (char *)q->data, epoch,  r->hist_s,
+                          r->ttl_s,  r->channel,      q->topic};
   size_t lens[11];
   for (int i = 0; i < 11; i++)
     lens[i] = i == 5 ? q->len : strlen(argv[i]); /* the data: any bytes */
   pthread_mutex_lock(&r->mu);
   r->inflight++;
   pthread_mutex_unlock(&r->mu);
-  if (!epoch[0] || cmd_send(r, publish_reply, q, 11, argv, lens) < 0) {
+  if (cmd_send(r, publish_reply, q, 11, argv, lens) < 0) {
     pthread_mutex_lock(&r->mu);
     r->inflight--;
     r->st.publish_failed++;
@@ -840,16 +853,12 @@ static void sync_start(dx_ps_redis *r, rtopic *t) {
   char ours[DX_PS_EPOCH_MAX + 1] = "-", fresh[DX_PS_EPOCH_MAX + 1];
   uint64_t seq = 0;
   if (!dx__ps_peek(r->ps, t->name, ours, &seq)) strcpy(ours, "-");
-  char seqs[24], hist[24], ttl[24];
+  char seqs[24];
   snprintf(seqs, sizeof seqs, "%llu", (unsigned long long)seq);
-  snprintf(hist, sizeof hist, "%zu", r->history);
-  snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)r->ttl_ms);
-  if (dx__ps_random_epoch(fresh) < 0) {
-    answer_failed(r, t);
-    return;
-  }
-  const char *argv[10] = {"EVALSHA", r->sha[S_SYNC], "2", hkey, skey,
-                          ours,      seqs,        fresh, ttl, hist};
+  candidate_epoch(r, fresh);
+  const char *argv[10] = {"EVALSHA", r->sha[S_SYNC], "2",      hkey,
+                          skey,      ours,           seqs,     fresh,
+                          r->ttl_s,  r->hist_s};
   hold_free(t);
   if (cmd_send(r, sync_reply, t, 10, argv, NULL) < 0) {
     answer_failed(r, t);
@@ -1473,6 +1482,8 @@ dx_ps_redis *dx_ps_redis_new(const dx_ps_redis_config *cfg,
   r->ttl_ms = cfg->key_ttl_ms ? cfg->key_ttl_ms : DEFAULT_TTL_MS;
   r->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
   r->max_inflight = cfg->max_inflight ? cfg->max_inflight : DEFAULT_INFLIGHT;
+  snprintf(r->hist_s, sizeof r->hist_s, "%zu", r->history);
+  snprintf(r->ttl_s, sizeof r->ttl_s, "%llu", (unsigned long long)r->ttl_ms);
   for (int i = 0; i < S_COUNT; i++)
     sha1_hex(scripts[i], r->sha[i]);
   if (cfg->node_id && (!*cfg->node_id || strlen(cfg->node_id) >= sizeof r->node ||
