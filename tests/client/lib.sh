@@ -86,13 +86,13 @@ cl_dead_port() {
   "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# cl_run CASE WANT_RC INPUT ARGS...
-cl_run() {
-  local name=$1 want=$2 input=$3
-  shift 3
-  [[ "$input" == - ]] && input=/dev/null
-  local out=$CL_TMP/$name.out err=$CL_TMP/$name.err rc=0
-  timeout -k 5 40 "$DX_BIN" connect "$@" <"$input" >"$out" 2>"$err" || rc=$?
+# cl_verdict CASE WANT_RC RC WHAT [STDOUT_BYTES]: judges a tool run whose
+# output is in CL_TMP/CASE.out and CASE.err (sets CL_CASE_RC=RC): a
+# sanitizer report, or an exit status other than WANT_RC, fails the case
+# (WHAT names the command; STDOUT_BYTES of stdout are shown, default 500).
+cl_verdict() {
+  local name=$1 want=$2 rc=$3 what=$4 keep=${5:-500}
+  local out=$CL_TMP/$name.out err=$CL_TMP/$name.err
   CL_CASE_RC=$rc
   if grep -Eq "$CL_SANITIZER_RE" "$err"; then
     cat "$err"
@@ -101,11 +101,22 @@ cl_run() {
   fi
   if ((rc != want)); then
     echo "   stderr: $(head -c 2000 "$err")"
-    echo "   stdout: $(head -c 500 "$out")"
-    cl_fail "$name" "exit status $rc, expected $want (duplex connect $*)"
+    echo "   stdout: $(head -c "$keep" "$out")"
+    cl_fail "$name" "exit status $rc, expected $want ($what)"
     return 1
   fi
   echo "ok - $name (exit $rc)"
+}
+
+# cl_run CASE WANT_RC INPUT ARGS...
+cl_run() {
+  local name=$1 want=$2 input=$3
+  shift 3
+  [[ "$input" == - ]] && input=/dev/null
+  local rc=0
+  timeout -k 5 40 "$DX_BIN" connect "$@" <"$input" >"$CL_TMP/$name.out" \
+    2>"$CL_TMP/$name.err" || rc=$?
+  cl_verdict "$name" "$want" "$rc" "duplex connect $*"
 }
 
 cl_out() {

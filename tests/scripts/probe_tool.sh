@@ -25,21 +25,10 @@ export TOKEN=secret-token
 pr_run() {
   local name=$1 want=$2 port=$3
   shift 3
-  local out=$CL_TMP/$name.out err=$CL_TMP/$name.err rc=0
-  PORT=$port timeout -k 5 60 "$DX_BIN" probe "$@" >"$out" 2>"$err" || rc=$?
-  CL_CASE_RC=$rc
-  if grep -Eq "$CL_SANITIZER_RE" "$err"; then
-    cat "$err"
-    cl_fail "$name" "sanitizer report (above)"
-    return 1
-  fi
-  if ((rc != want)); then
-    echo "   stderr: $(head -c 2000 "$err")"
-    echo "   stdout: $(head -c 3000 "$out")"
-    cl_fail "$name" "exit status $rc, expected $want (duplex probe $*)"
-    return 1
-  fi
-  echo "ok - $name (exit $rc)"
+  local rc=0
+  PORT=$port timeout -k 5 60 "$DX_BIN" probe "$@" >"$CL_TMP/$name.out" \
+    2>"$CL_TMP/$name.err" || rc=$?
+  cl_verdict "$name" "$want" "$rc" "duplex probe $*" 3000
 }
 
 # pr_out_has CASE REGEX: stdout matches.
