@@ -103,11 +103,16 @@ struct dx__ps_node {
   uint64_t gen;        /* the topic's gen when start was set */
   dx__ps_node *prev, *next;
   dx__ps_node *snext;
-  bool member;  /* counted in the topic's presence entry */
-  bool pending; /* waiting for the topic's sync (see dx_ps_backplane) */
-  bool resume;  /* pending: the resume it asked for */
+  bool member; /* counted in the topic's presence entry */
+  /* Waiting for the topic's sync (see dx_ps_backplane): the resume it
+   * asked for. NULL once answered, as for every in-process subscription. */
+  struct dx__ps_wait *wait;
+};
+
+struct dx__ps_wait {
+  bool resume, has_epoch;
   uint64_t since;
-  char *epoch; /* NULL: none given */
+  char epoch[DX_PS_EPOCH_MAX + 1];
 };
 
 struct dx_ps_sub {

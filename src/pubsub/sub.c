@@ -23,6 +23,7 @@
 #include "pubsub/internal.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 static void free_node(dx_pubsub *ps, dx__ps_node *n);
@@ -167,17 +168,16 @@ static int answer(dx__ps_topic *t, dx__ps_node *n, const dx_ps_resume *resume,
 /* A subscription that waits for the topic's sync keeps its resume. */
 static int park(dx__ps_topic *t, dx__ps_node *n, const dx_ps_resume *resume,
                 dx_ps_subscribed *out) {
-  dx_pubsub *ps = t->ps;
-  if (resume && resume->epoch) {
-    size_t el = strlen(resume->epoch);
-    if (el > DX_PS_EPOCH_MAX) el = DX_PS_EPOCH_MAX;
-    if (!(n->epoch = dx__ps_alloc(ps, el + 1))) return DX_ENOMEM;
-    memcpy(n->epoch, resume->epoch, el);
-    n->epoch[el] = '\0';
+  struct dx__ps_wait *w = dx__ps_alloc(t->ps, sizeof *w);
+  if (!w) return DX_ENOMEM;
+  memset(w, 0, sizeof *w);
+  if (resume) {
+    w->resume = true;
+    w->since = resume->since;
+    if ((w->has_epoch = resume->epoch != NULL))
+      snprintf(w->epoch, sizeof w->epoch, "%s", resume->epoch);
   }
-  n->resume = resume != NULL;
-  n->since = resume ? resume->since : 0;
-  n->pending = true;
+  n->wait = w;
   n->start = UINT64_MAX;
   out->pending = true;
   return 0;
@@ -234,7 +234,7 @@ void dx_ps_subscribed_clear(dx_ps_subscribed *out) {
 }
 
 static void free_node(dx_pubsub *ps, dx__ps_node *n) {
-  if (n->epoch) dx__ps_free(ps, n->epoch, strlen(n->epoch) + 1);
+  dx__ps_free(ps, n->wait, sizeof *n->wait);
   dx__ps_free(ps, n, sizeof *n);
 }
 
@@ -244,18 +244,21 @@ int dx_ps_subscribe_complete(dx_ps_sub *sub, const char *topic,
   memset(out, 0, sizeof *out);
   out->ps_ = ps;
   dx__ps_node **pp = topic ? find_node(sub, topic) : NULL, *n;
-  if (!pp || !(*pp)->pending) return DX_ESTATE;
+  if (!pp || !(*pp)->wait) return DX_ESTATE;
   n = *pp;
   dx__ps_topic *t = n->topic;
   pthread_mutex_lock(&t->lock);
   int rc = t->synced ? 0 : (t->sync_err ? t->sync_err : DX_EUNAVAIL);
   if (rc == 0) {
     dx__ps_trim(t, now_ms);
-    dx_ps_resume r = {.since = n->since, .epoch = n->epoch};
-    rc = answer(t, n, n->resume ? &r : NULL, out);
+    const struct dx__ps_wait *w = n->wait;
+    dx_ps_resume r = {.since = w->since,
+                      .epoch = w->has_epoch ? w->epoch : NULL};
+    rc = answer(t, n, w->resume ? &r : NULL, out);
   }
   if (rc == 0) {
-    n->pending = false;
+    dx__ps_free(ps, n->wait, sizeof *n->wait);
+    n->wait = NULL;
     t->npending--;
   }
   pthread_mutex_unlock(&t->lock);
@@ -287,7 +290,7 @@ static bool end_node(dx__ps_node *n) {
   else
     sh->tail = n->prev;
   sh->count--;
-  if (n->pending) t->npending--;
+  if (n->wait) t->npending--;
   bool left = n->member && dx__ps_member_leave(t, n->sub);
   if (--t->nsubs == 0) {
     /* Nobody keeps the copy current any more. */
@@ -329,7 +332,7 @@ size_t dx_ps_unsubscribe_all(dx_ps_sub *sub,
 
 /* Whether n should be handed msg; moves n to a new epoch. */
 static bool wants(dx__ps_node *n, const dx_ps_msg *msg) {
-  if (n->pending) return msg->kind == DX_PS_READY;
+  if (n->wait) return msg->kind == DX_PS_READY;
   switch ((dx_ps_kind)msg->kind) {
   case DX_PS_MESSAGE:
     return n->gen == msg->gen && n->start <= msg->seq;
