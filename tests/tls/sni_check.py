@@ -104,6 +104,21 @@ def ws_echo(s, text):
     return recv_exact(s, h[1]).decode()
 
 
+def sighup_log(size):
+    """Sends SIGHUP; what the server logged past byte `size` of LOG once a
+    reload line ("reloaded" or "TLS:") is there (10 s at most)."""
+    os.kill(PID, signal.SIGHUP)
+    line = ""
+    for _ in range(100):
+        with open(LOG, "rb") as f:
+            f.seek(size)
+            line = f.read().decode(errors="replace")
+        if "reloaded" in line or "TLS:" in line:
+            break
+        time.sleep(0.1)
+    return line
+
+
 serial_a = serial_of_pem(os.path.join(DIR, "a.pem"))
 serial_b = serial_of_pem(os.path.join(DIR, "b.pem"))
 serial_b2 = serial_of_pem(os.path.join(DIR, "b2.pem"))
@@ -134,15 +149,7 @@ try:
     size = os.path.getsize(LOG)
     shutil.copy(os.path.join(DIR, "b2.key"), os.path.join(DIR, "b.key"))
     shutil.copy(os.path.join(DIR, "b2.pem"), os.path.join(DIR, "b.pem"))
-    os.kill(PID, signal.SIGHUP)
-    line = ""
-    for _ in range(100):
-        with open(LOG, "rb") as f:
-            f.seek(size)
-            line = f.read().decode(errors="replace")
-        if "reloaded" in line or "TLS:" in line:
-            break
-        time.sleep(0.1)
+    line = sighup_log(size)
     check("SIGHUP: the server logs the reload", "TLS certificate reloaded" in line, line)
     got = served_serial("x.b.test")
     check("after SIGHUP x.b.test gets the new certificate (serial %x)" % serial_b2,
@@ -164,15 +171,7 @@ except Exception as e:  # noqa: BLE001
 try:
     size = os.path.getsize(LOG)
     shutil.copy(os.path.join(DIR, "a.key"), os.path.join(DIR, "b.key"))
-    os.kill(PID, signal.SIGHUP)
-    line = ""
-    for _ in range(100):
-        with open(LOG, "rb") as f:
-            f.seek(size)
-            line = f.read().decode(errors="replace")
-        if "reloaded" in line or "TLS:" in line:
-            break
-        time.sleep(0.1)
+    line = sighup_log(size)
     bad = [ln for ln in line.splitlines() if "TLS:" in ln]
     check("SIGHUP with a mismatched second key: one line naming the file",
           len(bad) == 1 and "b.key does not match" in bad[0] and
