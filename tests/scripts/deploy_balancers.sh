@@ -155,8 +155,16 @@ fi
 BAL_PIDS+=($!)
 wait_port "$NGINX_PORT" || dx_fail "nginx did not listen on $NGINX_PORT: $(cat "$ng/stdout" "$ng/logs/error.log" 2>/dev/null)"
 
-expect "nginx: WebSocket echo through nginx (4 connections, both nodes)" \
+expect "nginx: WebSocket echo through nginx (4 connections)" \
   '^echo: 4 ' "$PY" "$CLIENT" echo "$NGINX_PORT" 4
+sleep 0.3
+n1_opens=$(grep -c 'open conn=' "$N1_ERR")
+n2_opens=$(grep -c 'open conn=' "$N2_ERR")
+if ((n1_opens >= 1 && n2_opens >= 1 && n1_opens + n2_opens == 4)); then
+  ok "nginx: the 4 echo connections reached both nodes (N1 $n1_opens, N2 $n2_opens)"
+else
+  not_ok "nginx: the 4 echo connections did not reach both nodes (N1 $n1_opens, N2 $n2_opens)"
+fi
 # Distinct forwarded clients are distinct for the quota: all accepted (were
 # the balancer's address counted, at most one per node would be).
 expect "nginx: 4 clients with distinct X-Forwarded-For all accepted (--max-per-ip 1)" \
