@@ -9,7 +9,6 @@
  */
 #include "server/internal.h"
 
-#include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,13 +147,10 @@ static void set_peer(dx_conn *c, const struct sockaddr_storage *ss) {
 }
 
 const char *dx_conn_peer(const dx_conn *c) {
-  static _Thread_local char buf[INET6_ADDRSTRLEN];
-  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  if (memcmp(c->addr, mapped, 12) == 0)
-    inet_ntop(AF_INET, c->addr + 12, buf, sizeof buf);
-  else
-    inet_ntop(AF_INET6, c->addr, buf, sizeof buf);
-  return buf;
+  static _Thread_local char buf[46];
+  dx_ip ip;
+  memcpy(ip.b, c->addr, 16);
+  return dx_ip_format(&ip, buf);
 }
 
 void *dx_conn_user(dx_conn *c) {
