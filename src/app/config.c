@@ -248,6 +248,7 @@ static const opt TOP[] = {
     {"redis", K_STR, OFF(redis), 0, 0, NULL, NULL},
     {"redis_prefix", K_STR, OFF(redis_prefix), 0, 0, NULL, NULL},
     {"node_id", K_STR, OFF(node_id), 0, 0, NULL, NULL},
+    {"redis_ttl", K_MS, OFF(redis_ttl_ms), 1, 0, NULL, NULL},
     {"max_message", K_SIZE, OFF(max_message), 1, 0, NULL, NULL},
     {"max_connections", K_COUNT, OFF(max_connections), 0, 1e9, NULL, NULL},
     {"max_per_ip", K_COUNT, OFF(max_per_ip), 0, 1e9, NULL, NULL},

@@ -77,6 +77,7 @@ struct serve_config {
   const char *redis;         /* Redis backplane URL; NULL: in-process */
   const char *redis_prefix;  /* its key prefix; NULL: "dx:" */
   const char *node_id;       /* this node's name in Redis; NULL: made up */
+  unsigned redis_ttl_ms;     /* topic keys' idle lifetime; 0: 24 h */
 
   /* Load balancers in front (dx_server_config has the details). */
   const char *const *trusted_proxies; /* CIDRs; NULL: trust no one */

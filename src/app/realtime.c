@@ -1454,7 +1454,8 @@ realtime *rt_new(dx_server *srv, const rt_config *cfg, char *err,
                                       .loop = rt->bp_loop,
                                       .history = rt->cfg.history,
                                       .prefix = rt->cfg.redis_prefix,
-                                      .node_id = rt->cfg.node_id},
+                                      .node_id = rt->cfg.node_id,
+                                      .key_ttl_ms = rt->cfg.redis_ttl_ms},
                                   &why)
                             : NULL;
     if (!rt->redis) {

@@ -53,6 +53,7 @@ typedef struct rt_config {
   const char *redis_url;      /* the Redis backplane; NULL: in-process */
   const char *redis_prefix;   /* its key prefix; NULL: "dx:" */
   const char *node_id;        /* this node in Redis; NULL: host:pid:random */
+  unsigned redis_ttl_ms;      /* topic keys' idle lifetime; 0: 24 h */
 } rt_config;
 
 /* Registers the routes on srv (not started yet). NULL with err on failure. */

@@ -46,6 +46,8 @@ static const char *serve_help =
     "                        redis://[[user]:password@]host[:port][/db]\n"
     "  --redis-prefix P      Redis key and channel prefix (dx:)\n"
     "  --node-id NAME        this node's name in Redis (host:pid:random)\n"
+    "  --redis-ttl DUR       a topic's keys outlive its last publish or\n"
+    "                        subscriber by this much (24h)\n"
     "\n"
     "auth and origins:\n"
     "  --auth MODE           required | optional | off (off)\n"
@@ -227,6 +229,7 @@ enum {
   O_REDIS,
   O_REDISPFX,
   O_NODEID,
+  O_REDISTTL,
   O_TRUSTPROXY,
   O_PROXYPROTO
 };
@@ -270,6 +273,7 @@ static const struct option opts[] = {{"port", 1, 0, O_PORT},
                                      {"redis", 1, 0, O_REDIS},
                                      {"redis-prefix", 1, 0, O_REDISPFX},
                                      {"node-id", 1, 0, O_NODEID},
+                                     {"redis-ttl", 1, 0, O_REDISTTL},
                                      {"trust-proxy", 1, 0, O_TRUSTPROXY},
                                      {"proxy-protocol", 0, 0, O_PROXYPROTO},
                                      {0, 0, 0, 0}};
@@ -454,6 +458,7 @@ static int apply_flag(serve_opts *o, int ch, const char *v) {
   case O_IDLE:
   case O_CLOSE:
   case O_HAGE:
+  case O_REDISTTL:
     if (!config_parse_duration(v, &ms) ||
         (!ms && ch != O_IDLE && ch != O_PING && ch != O_HAGE))
       return bad("duration option", v, "not a positive duration");
@@ -467,6 +472,8 @@ static int apply_flag(serve_opts *o, int ch, const char *v) {
       c->idle_timeout_ms = ms;
     else if (ch == O_CLOSE)
       c->close_timeout_ms = ms;
+    else if (ch == O_REDISTTL)
+      c->redis_ttl_ms = ms;
     else
       c->history_age_ms = ms;
     break;
@@ -580,7 +587,8 @@ static realtime *add_realtime(dx_server *srv, serve_opts *o, auth *a) {
                   .high_water = o->c.write_limit / 4,
                   .redis_url = o->c.redis,
                   .redis_prefix = o->c.redis_prefix,
-                  .node_id = o->c.node_id};
+                  .node_id = o->c.node_id,
+                  .redis_ttl_ms = o->c.redis_ttl_ms};
   char err[256];
   realtime *rt = rt_new(srv, &rc, err, sizeof err);
   if (!rt) fprintf(stderr, "duplex serve: %s\n", err);

@@ -141,14 +141,21 @@ static const char presence_get_lua[] =
     "end\n"
     "return out\n";
 
-/* KEYS: this node's counts hash, the zset of nodes. ARGV: node, ttl, then
- * topic, count pairs. */
+/* KEYS: this node's counts hash, the zset of nodes. ARGV: node, ttl, the
+ * topic keys' ttl to renew ("0": not this time), the key prefix, then
+ * topic, count pairs. Renewing here keeps a topic that has subscribers but
+ * no publishes from expiring under them (a new epoch for nothing). */
 static const char counts_put_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    "local touch = tonumber(ARGV[3])\n"
     "redis.call('DEL', KEYS[1])\n"
-    "for i = 3, #ARGV, 2 do\n"
+    "for i = 5, #ARGV, 2 do\n"
     "  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])\n"
+    "  if touch > 0 then\n"
+    "    redis.call('PEXPIRE', ARGV[4] .. 't:' .. ARGV[i], touch)\n"
+    "    redis.call('PEXPIRE', ARGV[4] .. 's:' .. ARGV[i], touch)\n"
+    "  end\n"
     "end\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])\n"
@@ -275,7 +282,7 @@ struct dx_ps_redis {
   unsigned attempt;
   uint64_t connect_started, last_progress, last_ping;
   size_t cmds_waiting; /* commands sent on cmd, not answered */
-  uint64_t last_counts, last_presence;
+  uint64_t last_counts, last_presence, last_touch;
   char epoch_seed[DX_PS_EPOCH_MAX + 1]; /* see candidate_epoch */
   uint64_t epoch_n;
   dx_timer tick, retry;
@@ -511,7 +518,8 @@ static void maybe_up(dx_ps_redis *r) {
   pthread_mutex_unlock(&r->mu);
   if (!was) {
     r->attempt = 0;
-    r->last_counts = r->last_presence = 0; /* rewrite both at once */
+    /* Rewrite the views and renew the keys at once. */
+    r->last_counts = r->last_presence = r->last_touch = 0;
     all_stale(r); /* each topic with subscribers syncs again */
     kick_cb(r);
   }
@@ -1126,10 +1134,15 @@ static void refresh_views(dx_ps_redis *r, uint64_t now) {
     snprintf(zkey, sizeof zkey, "%snodes", r->prefix);
     snprintf(ttl, sizeof ttl, "%d", VIEW_TTL_MS);
     strv a = {0}, members = {0};
-    const char *head[7] = {"EVALSHA", r->sha[S_CPUT], "2", key, zkey, r->node,
-                           ttl};
-    for (int i = 0; i < 7; i++)
+    /* A quarter of the keys' ttl (at most an hour) between renewals. */
+    uint64_t every = r->ttl_ms / 4 < 3600000 ? r->ttl_ms / 4 : 3600000;
+    bool touch = counts && now - r->last_touch >= every;
+    const char *head[9] = {"EVALSHA", r->sha[S_CPUT], "2",
+                           key,       zkey,           r->node,
+                           ttl,       touch ? r->ttl_s : "0", r->prefix};
+    for (int i = 0; i < 9; i++)
       strv_add(&a, head[i], strlen(head[i]), false);
+    if (touch) r->last_touch = now;
     count_ctx c = {&a, presence ? &members : NULL};
     dx_ps_topics(r->ps, now, add_count, &c);
     if (counts && a.n % 2 == 1) cmd_send(r, view_reply, r, (int)a.n, a.v, a.len);

@@ -69,14 +69,15 @@ async def main():
     redis = cl.Redis(WORK, "redis", persistent=False)
     await redis.start()
     n1 = cl.Node(WORK, "n1", BIN, redis.url(),
-                 ["--presence", "--node-id", "n1"])
+                 ["--presence", "--node-id", "n1", "--redis-ttl", "4s"])
     n2 = cl.Node(WORK, "n2", BIN, redis.url(),
-                 ["--presence", "--node-id", "n2"])
+                 ["--presence", "--node-id", "n2", "--redis-ttl", "4s"])
     for n in (n1, n2):
         await n.start()
     ok = await cl.until(lambda: all(n.healthz()[0] == 200 for n in (n1, n2)),
                         10, 0.1)
     ck.ok(ok, "n1 and n2 connected to Redis")
+    await key_ttl(n1, redis)
 
     a = await rtlib.Client.open(n1.port)
     b = await rtlib.Client.open(n2.port)
@@ -195,6 +196,42 @@ async def main():
           str(n1.sanitizer_report()[:5]))
     ck.ok(not n2.sanitizer_report(), "n2: no sanitizer report before the kill",
           str(n2.sanitizer_report()[:5]))
+
+
+async def key_ttl(n1, redis):
+    """A topic's keys outlive --redis-ttl only while something keeps them:
+    a subscribed topic without publishes keeps its stream (same epoch, no
+    gap); a topic nobody subscribes to is gone after the ttl."""
+    s = await rtlib.Client.open(n1.port)
+    r, _ = await s.request({"op": "subscribe", "topic": "idle:t", "id": 1})
+    r1, _ = await s.request({"op": "publish", "topic": "idle:t", "data": 1,
+                             "id": 2})
+    r2, _ = await s.request({"op": "publish", "topic": "gone:t", "data": 1,
+                             "id": 3})
+    ck.ok(r.get("op") == "subscribed" and r1.get("seq") == 1 and
+          r2.get("seq") == 1, "ttl: idle:t (subscribed) and gone:t (not) "
+          "have seq 1", str((r, r1, r2)))
+    await asyncio.sleep(7)  # well past the 4 s ttl
+    ck.ok(redis.command("EXISTS", "dx:t:gone:t") == ":0",
+          "ttl: gone:t's keys expired 4 s after its publish",
+          redis.command("PTTL", "dx:t:gone:t"))
+    ck.ok(redis.command("EXISTS", "dx:t:idle:t") == ":1",
+          "ttl: idle:t's keys are renewed while it has a subscriber",
+          redis.command("PTTL", "dx:t:idle:t"))
+    r3, seen = await s.request({"op": "publish", "topic": "idle:t",
+                                "data": 2, "id": 4})
+    msgs = [m for m in seen if m.get("op") in ("message", "gap")]
+    while not any(m.get("seq") == 2 for m in msgs):
+        try:
+            msgs.append(await s.recv(5))
+        except asyncio.TimeoutError:
+            break
+    ck.ok(r3.get("seq") == 2 and
+          [(m["op"], m.get("seq")) for m in msgs
+           if m.get("seq") != 1] == [("message", 2)],
+          "ttl: idle:t goes on at seq 2 in the same epoch, no gap",
+          str((r3, msgs)))
+    await s.close()
 
 
 async def _ids(client):
