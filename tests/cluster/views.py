@@ -169,7 +169,7 @@ async def main():
     datas = [m.get("data") for m in got if m.get("op") == "message"]
     # The unanswered publish may have run once Redis woke up (documented:
     # "unavailable" means not acknowledged, not "not published").
-    ok = datas in (["after"], ["maybe", "after"]) and \
+    ok = bool(seqs) and datas in (["after"], ["maybe", "after"]) and \
         seqs == list(range(seqs[0], seqs[0] + len(seqs))) and \
         r.get("seq") == seqs[-1] and all(m.get("op") != "gap" for m in got)
     ck.ok(ok, "the subscriber got 'after' with the acknowledged seq, no gap, "
