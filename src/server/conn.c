@@ -170,14 +170,27 @@ size_t dx_conn_buffered(const dx_conn *c) {
 /* ---- HTTP responses --------------------------------------------------------
  */
 
-static int queue_out(dx_conn *c, const char *p, size_t n) {
+/* Room for n more response bytes at c->x->out + c->x->out_len; NULL: out
+ * of memory. */
+static uint8_t *out_reserve(dx_conn *c, size_t n) {
   uint8_t *o = realloc(c->x->out, c->x->out_len + n);
-  if (!o) return DX_ENOMEM;
-  memcpy(o + c->x->out_len, p, n);
+  if (!o) return NULL;
   c->x->out = o;
+  return o + c->x->out_len;
+}
+
+/* Commits n bytes written at out_reserve's pointer. */
+static void out_commit(dx_conn *c, size_t n) {
   c->x->out_len += (uint32_t)n;
   c->phase = DX__RESPOND;
   dx__conn_mark_dirty(c);
+}
+
+static int queue_out(dx_conn *c, const char *p, size_t n) {
+  uint8_t *o = out_reserve(c, n);
+  if (!o) return DX_ENOMEM;
+  memcpy(o, p, n);
+  out_commit(c, n);
   return 0;
 }
 
@@ -411,19 +424,16 @@ int dx_http_respond(dx_http_exchange *x, int status, const char *content_type,
                      .body_len = len,
                      .extra_headers = extra_headers,
                      .keep_alive = x->keep_alive};
+  /* Formatted straight into the connection's output: no staging copy. */
   size_t cap = 512 + len + (extra_headers ? strlen(extra_headers) : 0);
-  char *buf = malloc(cap);
-  if (!buf) return DX_ENOMEM;
-  int n = dx_http_reply_format(buf, cap, &r);
-  if (n < 0) {
-    free(buf);
-    return n;
-  }
+  uint8_t *dst = out_reserve(x->c, cap);
+  if (!dst) return DX_ENOMEM;
+  int n = dx_http_reply_format((char *)dst, cap, &r);
+  if (n < 0) return n;
   x->answered = true;
   x->c->x->keep_alive = x->keep_alive && status < 500;
-  int rc = queue_out(x->c, buf, (size_t)n);
-  free(buf);
-  return rc;
+  out_commit(x->c, (size_t)n);
+  return 0;
 }
 
 uint64_t dx_http_defer(dx_http_exchange *x) {
