@@ -557,7 +557,7 @@ void dx_server_stats_get(const dx_server *srv, dx_server_stats *out) {
 typedef struct posted {
   dx__sloop *sl;
   uint64_t id;
-  int kind; /* 0 send, 1 close */
+  int kind; /* 0 send, 1 close, 2 deferred HTTP reply */
   dx_opcode op;
   uint16_t code;
   size_t len;
@@ -584,23 +584,39 @@ static void run_posted(void *arg) {
   free(p);
 }
 
-static int post(dx_server *srv, uint64_t id, int kind, dx_opcode op,
-                uint16_t code, const void *data, size_t len) {
+/* A block for len bytes of data (and a NUL after them), for post_submit;
+ * *rc says why when NULL. */
+static posted *post_new(dx_server *srv, uint64_t id, int kind, dx_opcode op,
+                        uint16_t code, size_t len, int *rc) {
   unsigned li = (unsigned)(id >> 56);
-  if (!srv->started || li >= (unsigned)srv->nloops) return DX_EINVAL;
+  *rc = DX_EINVAL;
+  if (!srv->started || li >= (unsigned)srv->nloops) return NULL;
+  *rc = DX_ENOMEM;
   posted *p = malloc(sizeof *p + len + 1);
-  if (!p) return DX_ENOMEM;
+  if (!p) return NULL;
   *p = (posted){.sl = &srv->loops[li],
                 .id = id,
                 .kind = kind,
                 .op = op,
                 .code = code,
                 .len = len};
-  if (len) memcpy(p->data, data, len);
   p->data[len] = 0;
+  return p;
+}
+
+static int post_submit(posted *p) {
   int rc = dx_loop_post(p->sl->loop, run_posted, p);
   if (rc) free(p);
   return rc;
+}
+
+static int post(dx_server *srv, uint64_t id, int kind, dx_opcode op,
+                uint16_t code, const void *data, size_t len) {
+  int rc;
+  posted *p = post_new(srv, id, kind, op, code, len, &rc);
+  if (!p) return rc;
+  if (len) memcpy(p->data, data, len);
+  return post_submit(p);
 }
 
 int dx_server_send(dx_server *srv, uint64_t id, dx_opcode op, const void *data,
@@ -614,15 +630,17 @@ int dx_server_http_reply(dx_server *srv, uint64_t token, int status,
   if (status < 100 || status > 999 || (len && !body)) return DX_EINVAL;
   size_t cl = content_type ? strlen(content_type) : 0;
   size_t el = extra_headers ? strlen(extra_headers) : 0;
-  if (len > SIZE_MAX - cl - el - 2) return DX_ENOMEM;
-  uint8_t *buf = malloc(cl + el + 2 + len);
-  if (!buf) return DX_ENOMEM;
+  if (len > SIZE_MAX - cl - el - 3 - sizeof(posted)) return DX_ENOMEM;
+  /* Laid out in the posted block itself: one allocation and copy. */
+  int rc;
+  posted *p =
+      post_new(srv, token, 2, 0, (uint16_t)status, cl + el + 2 + len, &rc);
+  if (!p) return rc;
+  uint8_t *buf = p->data;
   memcpy(buf, content_type ? content_type : "", cl + 1);
   memcpy(buf + cl + 1, extra_headers ? extra_headers : "", el + 1);
   if (len) memcpy(buf + cl + el + 2, body, len);
-  int rc = post(srv, token, 2, 0, (uint16_t)status, buf, cl + el + 2 + len);
-  free(buf);
-  return rc;
+  return post_submit(p);
 }
 
 int dx_server_close(dx_server *srv, uint64_t id, uint16_t code,
